@@ -1,0 +1,265 @@
+"""Converted sample data sets: float32 columns on disk, memory-mapped, read shuffled in windows.
+
+Layout of a data set directory:
+    manifest.json   rows, user_dim, item_dim, the source's sha256, skipped lines
+    label.f32       [rows]            0.0 / 1.0
+    user.f32        [rows, user_dim]  row-major
+    item.f32        [rows, item_dim]  row-major
+
+Training never loads it whole: each epoch visits fixed-size blocks in a seeded random
+order, `WINDOW_BLOCKS` blocks at a time, and shuffles the rows of each window. The order
+depends only on (seed, epoch), so a run can resume at any batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finetower.artifacts import atomic_dir, file_sha256, read_json, write_json
+from finetower.errors import ArtifactError, DataError
+from finetower.textformat import BadLines, SampleChunk, iter_text_chunks
+
+FORMAT = "finetower.samples/1"
+BLOCK_ROWS = 8192
+WINDOW_BLOCKS = 16
+
+
+@dataclass
+class Batch:
+    """users [batch, user_dim], items [batch, item_dim], labels [batch]."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class DatasetWriter:
+    """Appends sample chunks to a new data set; `close` writes the manifest last."""
+
+    def __init__(self, directory: Path, user_dim: int, item_dim: int) -> None:
+        self.directory = directory
+        self.user_dim, self.item_dim = user_dim, item_dim
+        self.rows = 0
+        self._files = {
+            n: open(directory / f"{n}.f32", "wb")  # noqa: SIM115 - closed in close()
+            for n in ("label", "user", "item")
+        }
+
+    def write(self, chunk: SampleChunk) -> None:
+        if chunk.users.shape[1] != self.user_dim or chunk.items.shape[1] != self.item_dim:
+            raise DataError(
+                f"chunk has user/item sizes {chunk.users.shape[1]}/{chunk.items.shape[1]}, "
+                f"data set has {self.user_dim}/{self.item_dim}"
+            )
+        for name, array in (("label", chunk.labels), ("user", chunk.users), ("item", chunk.items)):
+            self._files[name].write(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        self.rows += len(chunk)
+
+    def close(self, **manifest_extra: object) -> None:
+        for f in self._files.values():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        manifest = {
+            "format": FORMAT,
+            "rows": self.rows,
+            "user_dim": self.user_dim,
+            "item_dim": self.item_dim,
+            **manifest_extra,
+        }
+        write_json(self.directory / "manifest.json", manifest)
+
+
+def write_dataset(
+    out_dir: str | Path,
+    chunks: Iterator[SampleChunk] | list[SampleChunk],
+    manifest_extra: Callable[[], dict] | None = None,
+) -> SampleDataset:
+    """Write chunks of samples as a converted data set (atomically) and open it.
+
+    `manifest_extra` is called after the last chunk, so it can report what reading found.
+    """
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        writer: DatasetWriter | None = None
+        for chunk in chunks:
+            if writer is None:
+                writer = DatasetWriter(tmp, chunk.users.shape[1], chunk.items.shape[1])
+            writer.write(chunk)
+        if writer is None or writer.rows == 0:
+            raise DataError("no samples to write", out_dir)
+        writer.close(**(manifest_extra() if manifest_extra else {}))
+    return SampleDataset(out_dir)
+
+
+def convert_text(
+    text_path: str | Path,
+    out_dir: str | Path,
+    user_dim: int | None = None,
+    *,
+    skip_bad_lines: bool = False,
+) -> tuple[SampleDataset, BadLines]:
+    """Convert a text sample file into a data set; return it and what was skipped."""
+    text_path = Path(text_path)
+    digest = hashlib.sha256()
+    bad = BadLines()
+    chunks = iter_text_chunks(
+        text_path, user_dim, skip_bad_lines=skip_bad_lines, bad_lines=bad, digest=digest
+    )
+
+    def manifest_extra() -> dict:
+        return {
+            "source": {
+                "path": str(text_path.resolve()),
+                "bytes": text_path.stat().st_size,
+                "sha256": digest.hexdigest(),
+            },
+            "skipped_lines": bad.count,
+        }
+
+    return write_dataset(out_dir, chunks, manifest_extra), bad
+
+
+def cache_dir() -> Path:
+    """Where text files converted for training are kept: $FINETOWER_CACHE or ~/.cache."""
+    root = os.environ.get("FINETOWER_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "finetower"
+
+
+def cached_conversion(
+    text_path: str | Path, user_dim: int | None = None, *, skip_bad_lines: bool = False
+) -> SampleDataset:
+    """Return the converted data set of a text file, converting it once per checksum."""
+    text_path = Path(text_path)
+    key = file_sha256(text_path)
+    suffix = f"-u{user_dim}" if user_dim else ""
+    suffix += "-skip" if skip_bad_lines else ""
+    target = cache_dir() / "datasets" / f"{key}{suffix}"
+    if (target / "manifest.json").exists():
+        return SampleDataset(target)
+    dataset, _ = convert_text(text_path, target, user_dim, skip_bad_lines=skip_bad_lines)
+    return dataset
+
+
+class SampleDataset:
+    """A converted data set, memory-mapped; iterates batches without loading it whole."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        manifest_path = self.directory / "manifest.json"
+        if not manifest_path.exists():
+            raise ArtifactError(f"{self.directory} is not a converted data set (no manifest.json)")
+        self.manifest = read_json(manifest_path)
+        if self.manifest.get("format") != FORMAT:
+            raise ArtifactError(f"{manifest_path}: unknown format {self.manifest.get('format')!r}")
+        self.rows = int(self.manifest["rows"])
+        self.user_dim = int(self.manifest["user_dim"])
+        self.item_dim = int(self.manifest["item_dim"])
+        self.labels = self._map("label", (self.rows,))
+        self.users = self._map("user", (self.rows, self.user_dim))
+        self.items = self._map("item", (self.rows, self.item_dim))
+
+    def _map(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        path = self.directory / f"{name}.f32"
+        expected = int(np.prod(shape)) * 4
+        if not path.exists() or path.stat().st_size != expected:
+            raise ArtifactError(f"{path} is missing or not {expected} bytes as the manifest says")
+        return np.memmap(path, dtype=np.float32, mode="r", shape=shape)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-self.rows // batch_size)
+
+    def chunk(self, start: int, stop: int) -> SampleChunk:
+        return SampleChunk(
+            labels=np.array(self.labels[start:stop]),
+            users=np.array(self.users[start:stop]),
+            items=np.array(self.items[start:stop]),
+        )
+
+    def iter_chunks(self, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> Iterator[SampleChunk]:
+        """Yield windows of rows: in file order, or seeded-shuffled by (seed, epoch)."""
+        n_blocks = -(-self.rows // BLOCK_ROWS)
+        if not shuffle:
+            for start in range(0, self.rows, BLOCK_ROWS * WINDOW_BLOCKS):
+                yield self.chunk(start, min(start + BLOCK_ROWS * WINDOW_BLOCKS, self.rows))
+            return
+        order = np.random.default_rng([seed, epoch]).permutation(n_blocks)
+        for w, first in enumerate(range(0, n_blocks, WINDOW_BLOCKS)):
+            blocks = np.sort(order[first : first + WINDOW_BLOCKS])
+            parts = [
+                self.chunk(b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, self.rows)) for b in blocks
+            ]
+            perm = np.random.default_rng([seed, epoch, w]).permutation(sum(len(p) for p in parts))
+            yield SampleChunk(
+                labels=np.concatenate([p.labels for p in parts])[perm],
+                users=np.concatenate([p.users for p in parts])[perm],
+                items=np.concatenate([p.items for p in parts])[perm],
+            )
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        start_batch: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> Iterator[Batch]:
+        """Yield batches of `batch_size` (the last may be smaller), from batch `start_batch`."""
+        chunks = self.iter_chunks(shuffle=shuffle, seed=seed, epoch=epoch)
+        return batches_from_chunks(chunks, batch_size, start_batch=start_batch, device=device)
+
+
+def batches_from_chunks(
+    chunks: Iterator[SampleChunk],
+    batch_size: int,
+    *,
+    start_batch: int = 0,
+    device: str | torch.device = "cpu",
+) -> Iterator[Batch]:
+    """Cut a stream of chunks into batches; chunks before `start_batch` are skipped cheaply."""
+    skip = start_batch * batch_size
+    pending: SampleChunk | None = None
+    for chunk in chunks:
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        if skip:
+            chunk = SampleChunk(chunk.labels[skip:], chunk.users[skip:], chunk.items[skip:])
+            skip = 0
+        if pending is not None:
+            chunk = SampleChunk(
+                np.concatenate([pending.labels, chunk.labels]),
+                np.concatenate([pending.users, chunk.users]),
+                np.concatenate([pending.items, chunk.items]),
+            )
+            pending = None
+        labels = torch.from_numpy(np.ascontiguousarray(chunk.labels)).to(device)
+        users = torch.from_numpy(np.ascontiguousarray(chunk.users)).to(device)
+        items = torch.from_numpy(np.ascontiguousarray(chunk.items)).to(device)
+        full = len(chunk) - len(chunk) % batch_size
+        for start in range(0, full, batch_size):
+            stop = start + batch_size
+            yield Batch(users[start:stop], items[start:stop], labels[start:stop])
+        if full < len(chunk):
+            pending = SampleChunk(chunk.labels[full:], chunk.users[full:], chunk.items[full:])
+    if pending is not None and len(pending):
+        yield Batch(
+            torch.from_numpy(np.ascontiguousarray(pending.users)).to(device),
+            torch.from_numpy(np.ascontiguousarray(pending.items)).to(device),
+            torch.from_numpy(np.ascontiguousarray(pending.labels)).to(device),
+        )

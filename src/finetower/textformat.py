@@ -1,0 +1,244 @@
+"""The recipe's text format: one sample a line, `label,u_1..u_U,i_1..i_I`.
+
+Parsing is the recipe's bottleneck, so lines are read in large byte chunks and parsed
+by pyarrow's multi-threaded CSV reader. Only when a chunk holds a bad line does a
+plain Python pass over that chunk find the exact line and column to report (or skip).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import mmap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from finetower.errors import DataError
+
+CHUNK_BYTES = 32 << 20
+MAX_REPORTED_BAD_LINES = 5
+
+
+@dataclass
+class SampleChunk:
+    """Parsed samples: `labels [n]`, `users [n, user_dim]`, `items [n, item_dim]`, float32."""
+
+    labels: np.ndarray
+    users: np.ndarray
+    items: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class BadLines:
+    """What `skip_bad_lines` skipped: a count and the first few (line, reason)."""
+
+    count: int = 0
+    first: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, error: DataError) -> None:
+        self.count += 1
+        if len(self.first) < MAX_REPORTED_BAD_LINES:
+            self.first.append((error.line or 0, str(error.reason)))
+
+    def summary(self, path: str | Path) -> str:
+        if not self.count:
+            return f"{path}: no bad lines"
+        shown = "; ".join(f"line {line}: {reason}" for line, reason in self.first)
+        return f"{path}: skipped {self.count} bad line(s), first: {shown}"
+
+
+def count_fields(path: str | Path) -> int:
+    """Return the number of comma-separated fields on the first line of `path`."""
+    with open(path, "rb") as f:
+        first = f.readline()
+    if not first.strip():
+        raise DataError("file is empty" if not first else "first line is empty", path, 1)
+    return first.count(b",") + 1
+
+
+def split_dims(n_fields: int, user_dim: int | None, path: str | Path) -> tuple[int, int]:
+    """Return (user_dim, item_dim) for lines of `n_fields` fields (label first)."""
+    n_values = n_fields - 1
+    if user_dim is None:
+        if n_values < 2 or n_values % 2:
+            raise DataError(
+                f"{n_fields} fields per line: cannot split {n_values} values evenly into a "
+                "user and an item vector; pass user_dim (--user-dim)",
+                path,
+                1,
+            )
+        user_dim = n_values // 2
+    if not 0 < user_dim < n_values:
+        raise DataError(f"user_dim {user_dim} does not fit {n_values} values per line", path, 1)
+    return user_dim, n_values - user_dim
+
+
+def _arrow_options(n_fields: int) -> tuple:
+    names = [f"c{i}" for i in range(n_fields)]
+    return (
+        pacsv.ReadOptions(column_names=names, block_size=1 << 22, use_threads=True),
+        pacsv.ParseOptions(quote_char=False, double_quote=False, ignore_empty_lines=False),
+        pacsv.ConvertOptions(column_types={n: pa.float32() for n in names}),
+    )
+
+
+def _table_to_rows(table: pa.Table) -> np.ndarray:
+    """Return the table as a row-major float32 array (filled column-wise, then transposed)."""
+    table = table.combine_chunks()
+    columns = np.empty((table.num_columns, table.num_rows), dtype=np.float32)
+    for j, column in enumerate(table.columns):
+        if column.num_chunks:
+            columns[j] = column.chunk(0).to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(columns.T)
+
+
+def _check_rows(rows: np.ndarray) -> tuple[int, int, str] | None:
+    """Return (row, column, reason) of the first bad value, or None when all are good."""
+    labels = rows[:, 0]
+    bad_label = (labels != 0) & (labels != 1)
+    finite = np.isfinite(rows)
+    bad_row_mask = bad_label | ~finite.all(axis=1)
+    if not bad_row_mask.any():
+        return None
+    row = int(np.argmax(bad_row_mask))
+    if not finite[row].all():
+        column = int(np.argmax(~finite[row]))
+        return row, column, f"value {rows[row, column]!r} is not finite"
+    return row, 0, f"label {labels[row]:g} is not 0 or 1"
+
+
+def _parse_line(text: str, n_fields: int) -> np.ndarray:
+    """Parse one line exactly as the fast path would, raising DataError(reason, column)."""
+    parts = text.split(",")
+    if len(parts) != n_fields:
+        raise DataError(f"expected {n_fields} fields, found {len(parts)}", column=None)
+    values = np.empty(n_fields, dtype=np.float32)
+    for j, part in enumerate(parts):
+        try:
+            value = float(part)
+        except ValueError:
+            raise DataError(f"{part.strip()!r} is not a number", column=j + 1) from None
+        if not math.isfinite(value):
+            raise DataError(f"value {part.strip()!r} is not finite", column=j + 1)
+        values[j] = value
+    if values[0] not in (0.0, 1.0):
+        raise DataError(f"label {values[0]:g} is not 0 or 1", column=1)
+    return values
+
+
+def _parse_slowly(
+    chunk: bytes, first_line: int, n_fields: int, path: Path, bad: BadLines | None
+) -> np.ndarray:
+    """Parse a chunk line by line; raise at the first bad line, or skip it into `bad`."""
+    good = []
+    for offset, raw in enumerate(chunk.split(b"\n")[: chunk.count(b"\n")]):
+        line = first_line + offset
+        try:
+            good.append(_parse_line(raw.decode("utf-8", errors="replace").rstrip("\r"), n_fields))
+        except DataError as error:
+            located = DataError(error.reason, path, line, error.column)
+            if bad is None:
+                raise located from None
+            bad.add(located)
+    return np.stack(good) if good else np.empty((0, n_fields), dtype=np.float32)
+
+
+def _parse_chunk(
+    chunk: memoryview, first_line: int, n_fields: int, path: Path, bad: BadLines | None
+) -> tuple[np.ndarray, int]:
+    """Return (rows, lines in the chunk); `chunk` holds whole lines, each ending in newline."""
+    read, parse, convert = _arrow_options(n_fields)
+    try:
+        table = pacsv.read_csv(pa.BufferReader(pa.py_buffer(chunk)), read, parse, convert)
+    except pa.ArrowInvalid:
+        table = None
+    if table is not None:
+        rows = _table_to_rows(table)
+        if _check_rows(rows) is None:
+            # with no quoting and empty lines kept, every line is exactly one row
+            return rows, len(rows)
+    raw = bytes(chunk)
+    return _parse_slowly(raw, first_line, n_fields, path, bad), raw.count(b"\n")
+
+
+def iter_text_chunks(
+    path: str | Path,
+    user_dim: int | None = None,
+    *,
+    skip_bad_lines: bool = False,
+    bad_lines: BadLines | None = None,
+    digest: hashlib._Hash | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[SampleChunk]:
+    """Yield the samples of a text file in chunks of about `chunk_bytes`, in file order.
+
+    Raises DataError (file, line, column) at the first bad line unless `skip_bad_lines`,
+    in which case bad lines are counted into `bad_lines`. `digest` (e.g. hashlib.sha256())
+    is fed every byte of the file, so a caller gets the checksum without a second read.
+    """
+    path = Path(path)
+    n_fields = count_fields(path)
+    user_dim, item_dim = split_dims(n_fields, user_dim, path)
+    bad = (bad_lines if bad_lines is not None else BadLines()) if skip_bad_lines else None
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        data = memoryview(mapped)
+        size = len(data)
+        if digest is not None:
+            digest.update(data)
+        start, next_line = 0, 1
+        while start < size:
+            end = mapped.find(b"\n", min(start + chunk_bytes, size) - 1)
+            end = size if end < 0 else end + 1
+            chunk = data[start:end]
+            if end == size and mapped[size - 1 : size] != b"\n":
+                chunk = memoryview(bytes(chunk) + b"\n")
+            rows, n_lines = _parse_chunk(chunk, next_line, n_fields, path, bad)
+            del chunk
+            start, next_line = end, next_line + n_lines
+            if len(rows):
+                yield SampleChunk(
+                    labels=rows[:, 0].copy(),
+                    users=rows[:, 1 : 1 + user_dim],
+                    items=rows[:, 1 + user_dim :],
+                )
+        del data
+
+
+def read_text_samples(
+    path: str | Path, user_dim: int | None = None, *, skip_bad_lines: bool = False
+) -> SampleChunk:
+    """Read a whole (small) text file into memory; for large files use a converted data set."""
+    chunks = list(iter_text_chunks(path, user_dim, skip_bad_lines=skip_bad_lines))
+    if not chunks:
+        raise DataError("no valid samples", path)
+    return SampleChunk(
+        labels=np.concatenate([c.labels for c in chunks]),
+        users=np.concatenate([c.users for c in chunks]),
+        items=np.concatenate([c.items for c in chunks]),
+    )
+
+
+def write_text_samples(
+    path: str | Path,
+    labels: np.ndarray,
+    users: np.ndarray,
+    items: np.ndarray,
+    *,
+    append: bool = False,
+) -> None:
+    """Write samples in the recipe's text format (no header; floats in shortest form)."""
+    labels = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
+    rows = np.hstack([labels, np.asarray(users, np.float32), np.asarray(items, np.float32)])
+    columns = [pa.array(rows[:, j]) for j in range(rows.shape[1])]
+    table = pa.Table.from_arrays(columns, names=[f"c{j}" for j in range(rows.shape[1])])
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    with open(path, "ab" if append else "wb") as f:
+        pacsv.write_csv(table, f, options)

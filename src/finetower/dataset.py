@@ -24,7 +24,7 @@ import torch
 
 from finetower.artifacts import atomic_dir, file_sha256, read_json, write_json
 from finetower.errors import ArtifactError, DataError
-from finetower.textformat import BadLines, SampleChunk, iter_text_chunks
+from finetower.textformat import BadLines, SampleChunk, count_fields, iter_text_chunks, split_dims
 
 FORMAT = "finetower.samples/1"
 BLOCK_ROWS = 8192
@@ -263,3 +263,67 @@ def batches_from_chunks(
             torch.from_numpy(np.ascontiguousarray(pending.items)).to(device),
             torch.from_numpy(np.ascontiguousarray(pending.labels)).to(device),
         )
+
+
+class TextStream:
+    """A text sample file read as a stream (no conversion): chunks in file order,
+    rows shuffled within each chunk. Slower per epoch than a converted data set, but
+    needs no disk space; the order depends only on (seed, epoch), so runs resume."""
+
+    def __init__(self, path: str | Path, user_dim: int | None = None, *, skip_bad_lines=False):
+        self.path = Path(path)
+        self.user_dim, self.item_dim = split_dims(count_fields(self.path), user_dim, self.path)
+        self.skip_bad_lines = skip_bad_lines
+        self.rows: int | None = None  # unknown until read once
+
+    def iter_chunks(self, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> Iterator[SampleChunk]:
+        chunks = iter_text_chunks(self.path, self.user_dim, skip_bad_lines=self.skip_bad_lines)
+        for k, chunk in enumerate(chunks):
+            if shuffle:
+                perm = np.random.default_rng([seed, epoch, k]).permutation(len(chunk))
+                chunk = SampleChunk(chunk.labels[perm], chunk.users[perm], chunk.items[perm])
+            yield chunk
+
+    def num_batches(self, batch_size: int) -> int | None:
+        return None if self.rows is None else -(-self.rows // batch_size)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        start_batch: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> Iterator[Batch]:
+        chunks = self.iter_chunks(shuffle=shuffle, seed=seed, epoch=epoch)
+        return batches_from_chunks(chunks, batch_size, start_batch=start_batch, device=device)
+
+
+Samples = SampleDataset | TextStream
+
+
+def open_samples(
+    path: str | Path,
+    user_dim: int | None = None,
+    *,
+    text_mode: str = "convert",
+    skip_bad_lines: bool = False,
+) -> Samples:
+    """Open training data: a converted data set directory, or a text file.
+
+    A text file is converted once into the cache keyed by its sha256 (`text_mode="convert"`,
+    the default: every later epoch and run reads at memory speed), or read as a stream
+    (`text_mode="stream"`: no disk space, each epoch parses the text again).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return SampleDataset(path)
+    if not path.exists():
+        raise DataError("file not found", path)
+    if text_mode == "convert":
+        return cached_conversion(path, user_dim, skip_bad_lines=skip_bad_lines)
+    if text_mode == "stream":
+        return TextStream(path, user_dim, skip_bad_lines=skip_bad_lines)
+    raise ValueError(f"text_mode must be 'convert' or 'stream', got {text_mode!r}")

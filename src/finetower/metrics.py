@@ -76,3 +76,16 @@ class StreamingMetrics:
             f"{prefix}accuracy": self.accuracy,
             f"{prefix}auc": self.auc,
         }
+
+    def state(self) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """The accumulators, for a checkpoint taken in the middle of an epoch."""
+        sums = {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count}
+        return sums, {"auc_positives": self.positives, "auc_negatives": self.negatives}
+
+    def load_state(self, sums: dict[str, float], tensors: dict[str, torch.Tensor]) -> None:
+        self.loss_sum = float(sums.get("loss_sum", 0.0))
+        self.correct = int(sums.get("correct", 0))
+        self.count = int(sums.get("count", 0))
+        if "auc_positives" in tensors:
+            self.positives = tensors["auc_positives"].clone()
+            self.negatives = tensors["auc_negatives"].clone()

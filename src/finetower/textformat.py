@@ -100,10 +100,10 @@ def _table_to_rows(table: pa.Table) -> np.ndarray:
     return np.ascontiguousarray(columns.T)
 
 
-def _check_rows(rows: np.ndarray) -> tuple[int, int, str] | None:
+def _check_rows(rows: np.ndarray, binary_labels: bool) -> tuple[int, int, str] | None:
     """Return (row, column, reason) of the first bad value, or None when all are good."""
     labels = rows[:, 0]
-    bad_label = (labels != 0) & (labels != 1)
+    bad_label = (labels != 0) & (labels != 1) if binary_labels else np.zeros(len(rows), bool)
     finite = np.isfinite(rows)
     bad_row_mask = bad_label | ~finite.all(axis=1)
     if not bad_row_mask.any():
@@ -115,7 +115,7 @@ def _check_rows(rows: np.ndarray) -> tuple[int, int, str] | None:
     return row, 0, f"label {labels[row]:g} is not 0 or 1"
 
 
-def _parse_line(text: str, n_fields: int) -> np.ndarray:
+def _parse_line(text: str, n_fields: int, binary_labels: bool) -> np.ndarray:
     """Parse one line exactly as the fast path would, raising DataError(reason, column)."""
     parts = text.split(",")
     if len(parts) != n_fields:
@@ -129,20 +129,26 @@ def _parse_line(text: str, n_fields: int) -> np.ndarray:
         if not math.isfinite(value):
             raise DataError(f"value {part.strip()!r} is not finite", column=j + 1)
         values[j] = value
-    if values[0] not in (0.0, 1.0):
+    if binary_labels and values[0] not in (0.0, 1.0):
         raise DataError(f"label {values[0]:g} is not 0 or 1", column=1)
     return values
 
 
 def _parse_slowly(
-    chunk: bytes, first_line: int, n_fields: int, path: Path, bad: BadLines | None
+    chunk: bytes,
+    first_line: int,
+    n_fields: int,
+    path: Path,
+    bad: BadLines | None,
+    binary_labels: bool,
 ) -> np.ndarray:
     """Parse a chunk line by line; raise at the first bad line, or skip it into `bad`."""
     good = []
     for offset, raw in enumerate(chunk.split(b"\n")[: chunk.count(b"\n")]):
         line = first_line + offset
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
         try:
-            good.append(_parse_line(raw.decode("utf-8", errors="replace").rstrip("\r"), n_fields))
+            good.append(_parse_line(text, n_fields, binary_labels))
         except DataError as error:
             located = DataError(error.reason, path, line, error.column)
             if bad is None:
@@ -152,7 +158,12 @@ def _parse_slowly(
 
 
 def _parse_chunk(
-    chunk: memoryview, first_line: int, n_fields: int, path: Path, bad: BadLines | None
+    chunk: bytes,
+    first_line: int,
+    n_fields: int,
+    path: Path,
+    bad: BadLines | None,
+    binary_labels: bool,
 ) -> tuple[np.ndarray, int]:
     """Return (rows, lines in the chunk); `chunk` holds whole lines, each ending in newline."""
     read, parse, convert = _arrow_options(n_fields)
@@ -162,11 +173,11 @@ def _parse_chunk(
         table = None
     if table is not None:
         rows = _table_to_rows(table)
-        if _check_rows(rows) is None:
+        if _check_rows(rows, binary_labels) is None:
             # with no quoting and empty lines kept, every line is exactly one row
             return rows, len(rows)
-    raw = bytes(chunk)
-    return _parse_slowly(raw, first_line, n_fields, path, bad), raw.count(b"\n")
+    rows = _parse_slowly(chunk, first_line, n_fields, path, bad, binary_labels)
+    return rows, chunk.count(b"\n")
 
 
 def iter_text_chunks(
@@ -177,31 +188,39 @@ def iter_text_chunks(
     bad_lines: BadLines | None = None,
     digest: hashlib._Hash | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    binary_labels: bool = True,
+    expect_fields: int | None = None,
 ) -> Iterator[SampleChunk]:
     """Yield the samples of a text file in chunks of about `chunk_bytes`, in file order.
 
     Raises DataError (file, line, column) at the first bad line unless `skip_bad_lines`,
     in which case bad lines are counted into `bad_lines`. `digest` (e.g. hashlib.sha256())
     is fed every byte of the file, so a caller gets the checksum without a second read.
+    `binary_labels=False` accepts any number as the label (for inputs whose label is unused);
+    `expect_fields` checks the line width a model needs.
     """
     path = Path(path)
     n_fields = count_fields(path)
+    if expect_fields is not None and n_fields != expect_fields:
+        raise DataError(
+            f"expected {expect_fields} fields (label, user and item vector), found {n_fields}",
+            path,
+            1,
+        )
     user_dim, item_dim = split_dims(n_fields, user_dim, path)
     bad = (bad_lines if bad_lines is not None else BadLines()) if skip_bad_lines else None
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        data = memoryview(mapped)
-        size = len(data)
+        size = len(mapped)
         if digest is not None:
-            digest.update(data)
+            digest.update(mapped)
         start, next_line = 0, 1
         while start < size:
             end = mapped.find(b"\n", min(start + chunk_bytes, size) - 1)
             end = size if end < 0 else end + 1
-            chunk = data[start:end]
-            if end == size and mapped[size - 1 : size] != b"\n":
-                chunk = memoryview(bytes(chunk) + b"\n")
-            rows, n_lines = _parse_chunk(chunk, next_line, n_fields, path, bad)
-            del chunk
+            chunk = mapped[start:end]  # a copy: no view may outlive the mapping
+            if not chunk.endswith(b"\n"):
+                chunk += b"\n"
+            rows, n_lines = _parse_chunk(chunk, next_line, n_fields, path, bad, binary_labels)
             start, next_line = end, next_line + n_lines
             if len(rows):
                 yield SampleChunk(
@@ -209,14 +228,19 @@ def iter_text_chunks(
                     users=rows[:, 1 : 1 + user_dim],
                     items=rows[:, 1 + user_dim :],
                 )
-        del data
 
 
 def read_text_samples(
-    path: str | Path, user_dim: int | None = None, *, skip_bad_lines: bool = False
+    path: str | Path,
+    user_dim: int | None = None,
+    *,
+    skip_bad_lines: bool = False,
+    binary_labels: bool = True,
 ) -> SampleChunk:
     """Read a whole (small) text file into memory; for large files use a converted data set."""
-    chunks = list(iter_text_chunks(path, user_dim, skip_bad_lines=skip_bad_lines))
+    chunks = list(
+        iter_text_chunks(path, user_dim, skip_bad_lines=skip_bad_lines, binary_labels=binary_labels)
+    )
     if not chunks:
         raise DataError("no valid samples", path)
     return SampleChunk(

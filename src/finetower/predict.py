@@ -1,0 +1,106 @@
+"""Using a trained model: click probabilities for samples, tower outputs for vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import torch
+
+from finetower.artifacts import atomic_path
+from finetower.errors import DataError
+from finetower.model import TwoTowerModel
+from finetower.textformat import iter_text_chunks
+from finetower.vectors import Vectors, is_word2vec_binary, read_vectors, write_vectors
+
+SIDES = ("user", "item")
+
+
+@torch.no_grad()
+def predict_file(
+    model: TwoTowerModel, input_path: str | Path, out_path: str | Path, *, batch_size=65536
+) -> int:
+    """Write one probability per input line (text format; label ignored), in input order.
+
+    Returns the number of lines scored.
+    """
+    model.eval()
+    c = model.config
+    rows = 0
+    chunks = iter_text_chunks(
+        input_path, c.user_dim, binary_labels=False, expect_fields=1 + c.user_dim + c.item_dim
+    )
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as out:
+        for chunk in chunks:
+            users, items = torch.from_numpy(chunk.users), torch.from_numpy(chunk.items)
+            for start in range(0, len(chunk), batch_size):
+                stop = start + batch_size
+                proba = model.predict_proba(users[start:stop], items[start:stop]).numpy()
+                pacsv.write_csv(pa.table({"p": proba}), out, options)
+            rows += len(chunk)
+    return rows
+
+
+@torch.no_grad()
+def tower_outputs(
+    model: TwoTowerModel,
+    side: str,
+    vectors: np.ndarray,
+    *,
+    for_retrieval: bool = False,
+    batch_size: int = 65536,
+    source: str | Path | None = None,
+) -> np.ndarray:
+    """Run one tower over vectors [n, dim] in batches -> [n, embedding_dim].
+
+    `for_retrieval` on the user side folds the output layer's weights into the query
+    (`w ⊙ user_tower(u)`), so `query · item_embedding + bias` is the model's logit.
+    """
+    if side not in SIDES:
+        raise ValueError(f"side must be 'user' or 'item', got {side!r}")
+    model.eval()
+    expected = model.config.user_dim if side == "user" else model.config.item_dim
+    if vectors.ndim != 2 or vectors.shape[1] != expected:
+        raise DataError(
+            f"{side} vectors have size {vectors.shape[-1]}, the model's {side} tower takes "
+            f"{expected}",
+            source,
+        )
+    if side == "user":
+        tower = model.query_embedding if for_retrieval else model.user_tower
+    else:
+        tower = model.item_tower
+    parts = [
+        tower(torch.from_numpy(np.ascontiguousarray(vectors[s : s + batch_size]))).numpy()
+        for s in range(0, len(vectors), batch_size)
+    ]
+    if not parts:
+        return np.empty((0, model.config.embedding_dim), dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def embed_file(
+    model: TwoTowerModel,
+    side: str,
+    input_path: str | Path,
+    out_path: str | Path,
+    *,
+    for_retrieval: bool = False,
+) -> int:
+    """Write the tower output of every vector in a file, in the input's format
+    (word2vec in -> word2vec out with the same ids, `.npy` in -> `.npy` out)."""
+    input_path, out_path = Path(input_path), Path(out_path)
+    vectors = read_vectors(input_path)
+    embeddings = tower_outputs(
+        model, side, vectors.vectors, for_retrieval=for_retrieval, source=input_path
+    )
+    if input_path.suffix == ".npy" and out_path.suffix != ".npy":
+        raise DataError("a .npy input gives a .npy output; name OUT with .npy", out_path)
+    if input_path.suffix != ".npy" and out_path.suffix == ".npy":
+        raise DataError("a word2vec input gives a word2vec output (ids carry through)", out_path)
+    binary = None if input_path.suffix == ".npy" else is_word2vec_binary(input_path)
+    write_vectors(out_path, Vectors(embeddings, vectors.ids), binary=binary)
+    return len(embeddings)

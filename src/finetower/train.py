@@ -1,0 +1,376 @@
+"""Training: the recipe's loop (Adam, binary cross-entropy, early stopping on val loss,
+best weights restored, TensorBoard logs), with exact resume from checkpoints.
+
+A run directory ends up holding:
+    model.safetensors, config.json    the trained model (best epoch by val loss)
+    history.json                      one entry per epoch: loss, accuracy, auc, val_*
+    train_config.json                 what `--resume` needs to continue
+    logs/                             TensorBoard event files
+    checkpoints/                      the newest checkpoints (see finetower.checkpoint)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from finetower.artifacts import read_json, write_json
+from finetower.checkpoint import (
+    Checkpoint,
+    TrainingState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from finetower.dataset import Samples, open_samples
+from finetower.errors import ArtifactError, DataError
+from finetower.metrics import StreamingMetrics
+from finetower.model import ModelConfig, TwoTowerModel
+from finetower.runs import save_run
+
+BASE_BATCH_SIZE = 128
+LR_RULES = ("none", "sqrt", "linear")
+METRICS_EVERY = 64  # steps between metric/progress updates: keeps the hot loop lean
+
+
+@dataclass
+class TrainConfig:
+    """How to train; the defaults are the recipe's."""
+
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_rule: str = "none"
+    patience: int = 10
+    seed: int = 0
+    checkpoint_every: int | None = None
+    device: str = "auto"
+    text_mode: str = "convert"
+    skip_bad_lines: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lr_rule not in LR_RULES:
+            raise ValueError(f"lr_rule must be one of {LR_RULES}, got {self.lr_rule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be positive")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    @property
+    def effective_lr(self) -> float:
+        """The learning rate after the large-batch rule (relative to batch 128)."""
+        ratio = self.batch_size / BASE_BATCH_SIZE
+        scale = {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[self.lr_rule]
+        return self.lr * scale
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: TwoTowerModel
+    history: list[dict[str, float]]
+    fingerprint: str
+    best_epoch: int | None
+    stopped_early: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+StepCallback = Callable[[TrainingState], None]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA device is available")
+    return torch.device(device)
+
+
+def train(
+    train_data: str | Path,
+    run_dir: str | Path,
+    *,
+    val_data: str | Path | None = None,
+    config: TrainConfig | None = None,
+    tower: tuple[int, ...] = (64,),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    user_dim: int | None = None,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train a two-tower model on `train_data` (text file or converted data set).
+
+    The architecture is `tower` (hidden sizes of each tower), `activation` and `dropout`;
+    the defaults are the recipe. The vector sizes come from the data; `user_dim` splits
+    text lines that are not half and half.
+    `on_step` is called after every optimisation step (tests use it to interrupt a run).
+    """
+    config = config or TrainConfig()
+    run_dir = Path(run_dir)
+    if latest_checkpoint(run_dir) is not None:
+        raise ArtifactError(
+            f"{run_dir} already holds a training run; use resume (--resume) or another --out"
+        )
+    train_samples = open_samples(
+        train_data, user_dim, text_mode=config.text_mode, skip_bad_lines=config.skip_bad_lines
+    )
+    model_config = ModelConfig(
+        user_dim=train_samples.user_dim,
+        item_dim=train_samples.item_dim,
+        tower=tuple(tower),
+        activation=activation,
+        dropout=dropout,
+    )
+    spec = {
+        "train": str(Path(train_data).resolve()),
+        "val": str(Path(val_data).resolve()) if val_data is not None else None,
+        "user_dim": train_samples.user_dim,
+        "model": model_config.to_dict(),
+        "train_config": asdict(config),
+    }
+    write_json(run_dir / "train_config.json", spec)
+    return _run(run_dir, spec, train_samples, None, progress, on_step)
+
+
+def resume(
+    run_dir: str | Path, *, progress: bool = True, on_step: StepCallback | None = None
+) -> TrainResult:
+    """Continue an interrupted run from its newest checkpoint; the result equals an
+    uninterrupted run with the same seed."""
+    run_dir = Path(run_dir)
+    spec_path = run_dir / "train_config.json"
+    if not spec_path.exists():
+        raise ArtifactError(f"{run_dir} holds no training run to resume (no train_config.json)")
+    spec = read_json(spec_path)
+    config = TrainConfig(**spec["train_config"])
+    samples = open_samples(
+        spec["train"],
+        spec["user_dim"],
+        text_mode=config.text_mode,
+        skip_bad_lines=config.skip_bad_lines,
+    )
+    path = latest_checkpoint(run_dir)
+    checkpoint = load_checkpoint(path) if path is not None else None
+    return _run(run_dir, spec, samples, checkpoint, progress, on_step)
+
+
+def _run(
+    run_dir: Path,
+    spec: dict[str, Any],
+    train_samples: Samples,
+    checkpoint: Checkpoint | None,
+    progress: bool,
+    on_step: StepCallback | None,
+) -> TrainResult:
+    config = TrainConfig(**spec["train_config"])
+    device = resolve_device(config.device)
+    val_samples = (
+        open_samples(
+            spec["val"],
+            spec["user_dim"],
+            text_mode=config.text_mode,
+            skip_bad_lines=config.skip_bad_lines,
+        )
+        if spec["val"]
+        else None
+    )
+    if val_samples is not None and (val_samples.user_dim, val_samples.item_dim) != (
+        train_samples.user_dim,
+        train_samples.item_dim,
+    ):
+        raise DataError(
+            f"validation vectors are {val_samples.user_dim}/{val_samples.item_dim}, training "
+            f"vectors {train_samples.user_dim}/{train_samples.item_dim}",
+            spec["val"],
+        )
+
+    torch.manual_seed(config.seed)
+    model = TwoTowerModel(ModelConfig.from_dict(spec["model"])).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.effective_lr)
+    state = TrainingState()
+    best_model: dict[str, torch.Tensor] | None = None
+    metrics = StreamingMetrics()
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint.model)
+        optimizer.load_state_dict(checkpoint.optimizer)
+        state = checkpoint.state
+        best_model = checkpoint.best_model
+        torch.set_rng_state(checkpoint.tensors["torch_rng"])
+        metrics.load_state(state.metric_sums, checkpoint.tensors)
+
+    from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
+
+    writer = SummaryWriter(log_dir=str(run_dir / "logs"), purge_step=state.step or None)
+
+    def take_checkpoint() -> None:
+        sums, tensors = metrics.state()
+        state.metric_sums = sums
+        save_checkpoint(
+            run_dir,
+            Checkpoint(
+                state=state,
+                model=model.state_dict(),
+                best_model=best_model,
+                optimizer=optimizer.state_dict(),
+                tensors={"torch_rng": torch.get_rng_state(), **tensors},
+            ),
+        )
+
+    try:
+        while state.epoch < config.epochs and not state.stopped_early:
+            _train_epoch(
+                model,
+                optimizer,
+                train_samples,
+                config,
+                state,
+                metrics,
+                device,
+                writer,
+                take_checkpoint,
+                progress,
+                on_step,
+            )
+            entry = {k: float(v) for k, v in metrics.as_dict().items()}
+            if val_samples is not None:
+                entry.update(
+                    evaluate_samples(model, val_samples, config.batch_size, device).as_dict("val_")
+                )
+            state.history.append(entry)
+            for name, value in entry.items():
+                writer.add_scalar(f"epoch/{name}", value, state.epoch)
+            best_model = _early_stopping(model, state, entry, config, best_model)
+            if progress:
+                tqdm.write(
+                    f"epoch {state.epoch + 1}/{config.epochs}: "
+                    + "  ".join(f"{k} {v:.4f}" for k, v in entry.items())
+                )
+            state.epoch, state.batch = state.epoch + 1, 0
+            metrics = StreamingMetrics()
+            take_checkpoint()
+    finally:
+        writer.close()
+
+    if best_model is not None:
+        model.load_state_dict(best_model)
+    extra = {
+        "training": {
+            "epochs_run": len(state.history),
+            "best_epoch": state.best_epoch,
+            "stopped_early": state.stopped_early,
+            "effective_lr": config.effective_lr,
+            **{k: v for k, v in asdict(config).items() if k != "device"},
+        },
+        "data": {"train": spec["train"], "val": spec["val"]},
+    }
+    fingerprint = save_run(run_dir, model.cpu(), extra)
+    write_json(run_dir / "history.json", state.history)
+    return TrainResult(
+        run_dir, model.eval(), state.history, fingerprint, state.best_epoch, state.stopped_early
+    )
+
+
+def _train_epoch(
+    model,
+    optimizer,
+    samples,
+    config,
+    state,
+    metrics,
+    device,
+    writer,
+    take_checkpoint,
+    progress,
+    on_step,
+) -> None:
+    model.train()
+    total = samples.num_batches(config.batch_size)
+    bar = tqdm(
+        total=total,
+        initial=state.batch,
+        disable=not progress,
+        unit="batch",
+        desc=f"epoch {state.epoch + 1}/{config.epochs}",
+        leave=False,
+        mininterval=0.5,
+    )
+    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        logits = torch.cat([p[0] for p in pending])
+        labels = torch.cat([p[1] for p in pending])
+        loss_sum = float(torch.stack([p[2] for p in pending]).sum())
+        metrics.update(logits, labels, loss_sum)
+        bar.update(len(pending))
+        pending.clear()
+        bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.4f}", refresh=False)
+        writer.add_scalar("batch/loss", metrics.loss, state.step)
+
+    batches = samples.batches(
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        epoch=state.epoch,
+        start_batch=state.batch,
+        device=device,
+    )
+    for batch in batches:
+        logits = model(batch.users, batch.items)
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        pending.append((logits.detach(), batch.labels, loss.detach() * len(batch)))
+        state.batch += 1
+        state.step += 1
+        if len(pending) >= METRICS_EVERY:
+            flush()
+        if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+            flush()
+            take_checkpoint()
+        if on_step is not None:
+            on_step(state)
+    flush()
+    bar.close()
+    if metrics.count == 0:
+        raise DataError("the training data holds no samples")
+
+
+def _early_stopping(model, state, entry, config, best_model):
+    """Keras' EarlyStopping(monitor='val_loss', patience, restore_best_weights=True)."""
+    monitored = entry.get("val_loss", entry["loss"])
+    if state.best_val_loss is None or monitored < state.best_val_loss:
+        state.best_val_loss = monitored
+        state.best_epoch = state.epoch
+        state.epochs_without_improvement = 0
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state.epochs_without_improvement += 1
+    if state.epochs_without_improvement >= config.patience:
+        state.stopped_early = True
+    return best_model
+
+
+@torch.no_grad()
+def evaluate_samples(
+    model: TwoTowerModel, samples: Samples, batch_size: int = 4096, device="cpu"
+) -> StreamingMetrics:
+    """Loss, accuracy and AUC of a model over a data set, in file order."""
+    was_training = model.training
+    model.eval()
+    metrics = StreamingMetrics()
+    for batch in samples.batches(max(batch_size, 4096), shuffle=False, device=device):
+        logits = model(batch.users, batch.items)
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="sum")
+        metrics.update(logits, batch.labels, float(loss))
+    model.train(was_training)
+    return metrics

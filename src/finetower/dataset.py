@@ -108,10 +108,15 @@ def convert_text(
     user_dim: int | None = None,
     *,
     skip_bad_lines: bool = False,
+    source_sha256: str | None = None,
 ) -> tuple[SampleDataset, BadLines]:
-    """Convert a text sample file into a data set; return it and what was skipped."""
+    """Convert a text sample file into a data set; return it and what was skipped.
+
+    The source's sha256 goes into the manifest: computed while reading, unless the
+    caller already knows it (`source_sha256`).
+    """
     text_path = Path(text_path)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256() if source_sha256 is None else None
     bad = BadLines()
     chunks = iter_text_chunks(
         text_path, user_dim, skip_bad_lines=skip_bad_lines, bad_lines=bad, digest=digest
@@ -122,7 +127,7 @@ def convert_text(
             "source": {
                 "path": str(text_path.resolve()),
                 "bytes": text_path.stat().st_size,
-                "sha256": digest.hexdigest(),
+                "sha256": digest.hexdigest() if digest is not None else source_sha256,
             },
             "skipped_lines": bad.count,
         }
@@ -147,7 +152,9 @@ def cached_conversion(
     target = cache_dir() / "datasets" / f"{key}{suffix}"
     if (target / "manifest.json").exists():
         return SampleDataset(target)
-    dataset, _ = convert_text(text_path, target, user_dim, skip_bad_lines=skip_bad_lines)
+    dataset, _ = convert_text(
+        text_path, target, user_dim, skip_bad_lines=skip_bad_lines, source_sha256=key
+    )
     return dataset
 
 

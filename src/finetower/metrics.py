@@ -37,14 +37,24 @@ class StreamingMetrics:
 
     def __init__(self) -> None:
         self.loss_sum = 0.0
+        self.loss_count = 0
         self.correct = 0
         self.count = 0
         self.positives = torch.zeros(AUC_BINS, dtype=torch.float64)
         self.negatives = torch.zeros(AUC_BINS, dtype=torch.float64)
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor, loss_sum: float) -> None:
+    def update(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        loss_sum: float,
+        loss_count: int | None = None,
+    ) -> None:
+        """Add a batch: pointwise logits and labels, and the loss summed over `loss_count`
+        terms (default: one per sample; the softmax loss has one per positive)."""
         logits, labels = logits.detach().float().cpu(), labels.detach().float().cpu()
         self.loss_sum += float(loss_sum)
+        self.loss_count += len(labels) if loss_count is None else int(loss_count)
         self.correct += int(((logits > 0).float() == labels).sum())
         self.count += len(labels)
         bins = (torch.sigmoid(logits) * (AUC_BINS - 1)).round().long()
@@ -54,7 +64,7 @@ class StreamingMetrics:
 
     @property
     def loss(self) -> float:
-        return self.loss_sum / max(self.count, 1)
+        return self.loss_sum / max(self.loss_count, 1)
 
     @property
     def accuracy(self) -> float:
@@ -79,11 +89,17 @@ class StreamingMetrics:
 
     def state(self) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """The accumulators, for a checkpoint taken in the middle of an epoch."""
-        sums = {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count}
+        sums = {
+            "loss_sum": self.loss_sum,
+            "loss_count": self.loss_count,
+            "correct": self.correct,
+            "count": self.count,
+        }
         return sums, {"auc_positives": self.positives, "auc_negatives": self.negatives}
 
     def load_state(self, sums: dict[str, float], tensors: dict[str, torch.Tensor]) -> None:
         self.loss_sum = float(sums.get("loss_sum", 0.0))
+        self.loss_count = int(sums.get("loss_count", 0))
         self.correct = int(sums.get("correct", 0))
         self.count = int(sums.get("count", 0))
         if "auc_positives" in tensors:

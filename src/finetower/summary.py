@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch
 from torch import nn
 
 from finetower.artifacts import atomic_path
@@ -154,6 +151,8 @@ def _tower_blocks(tower: nn.Sequential, side: str) -> list[str]:
 
 
 def _box(ax, x: float, y: float, text: str, colour: str) -> None:
+    from matplotlib.patches import FancyBboxPatch
+
     ax.add_patch(
         FancyBboxPatch(
             (x - _BOX_W / 2, y - _BOX_H / 2),
@@ -190,6 +189,9 @@ def plot_model(model: TwoTowerModel, path_png: str | Path) -> Path:
     merge_y = -_STEP * (depth + 1)
     output_y = merge_y - _STEP
     prob_y = output_y - _STEP
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # only when drawing
+    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7.5, 0.95 * (depth + 4)), dpi=120)
     FigureCanvasAgg(figure)

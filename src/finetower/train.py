@@ -12,13 +12,13 @@ A run directory ends up holding:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from finetower.artifacts import read_json, write_json
@@ -33,6 +33,7 @@ from finetower.dataset import Samples, open_samples
 from finetower.errors import ArtifactError, DataError
 from finetower.metrics import StreamingMetrics
 from finetower.model import ModelConfig, TwoTowerModel
+from finetower.objectives import LOSSES, BinaryCrossEntropy, InBatchSoftmax
 from finetower.runs import save_run
 
 BASE_BATCH_SIZE = 128
@@ -54,8 +55,18 @@ class TrainConfig:
     device: str = "auto"
     text_mode: str = "convert"
     skip_bad_lines: bool = False
+    loss: str = "bce"
+    temperature: float = 1.0
+    logq: bool = True
+    normalize: bool = False
 
     def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.loss == "bce" and (self.temperature != 1.0 or self.normalize):
+            raise ValueError("temperature and normalize apply to loss='softmax' only")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.lr_rule not in LR_RULES:
             raise ValueError(f"lr_rule must be one of {LR_RULES}, got {self.lr_rule!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -192,6 +203,20 @@ def _run(
             spec["val"],
         )
 
+    if config.loss == "softmax":
+        objective = InBatchSoftmax.fit(
+            train_samples,
+            seed=config.seed,
+            temperature=config.temperature,
+            normalize=config.normalize,
+            logq=config.logq,
+        )
+        val_objective = InBatchSoftmax(
+            objective.projection, temperature=config.temperature, normalize=config.normalize
+        )
+    else:
+        objective = val_objective = BinaryCrossEntropy()
+
     torch.manual_seed(config.seed)
     model = TwoTowerModel(ModelConfig.from_dict(spec["model"])).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.effective_lr)
@@ -224,10 +249,13 @@ def _run(
             ),
         )
 
+    epoch_seconds: list[float] = []
     try:
         while state.epoch < config.epochs and not state.stopped_early:
+            started = time.perf_counter()
             _train_epoch(
                 model,
+                objective,
                 optimizer,
                 train_samples,
                 config,
@@ -239,11 +267,14 @@ def _run(
                 progress,
                 on_step,
             )
+            epoch_seconds.append(time.perf_counter() - started)
+            samples_per_second = metrics.count / epoch_seconds[-1]
             entry = {k: float(v) for k, v in metrics.as_dict().items()}
             if val_samples is not None:
-                entry.update(
-                    evaluate_samples(model, val_samples, config.batch_size, device).as_dict("val_")
+                val_metrics = evaluate_samples(
+                    model, val_samples, config.batch_size, device, val_objective
                 )
+                entry.update(val_metrics.as_dict("val_"))
             state.history.append(entry)
             for name, value in entry.items():
                 writer.add_scalar(f"epoch/{name}", value, state.epoch)
@@ -267,6 +298,7 @@ def _run(
             "best_epoch": state.best_epoch,
             "stopped_early": state.stopped_early,
             "effective_lr": config.effective_lr,
+            "samples_per_second": samples_per_second if epoch_seconds else None,
             **{k: v for k, v in asdict(config).items() if k != "device"},
         },
         "data": {"train": spec["train"], "val": spec["val"]},
@@ -274,12 +306,19 @@ def _run(
     fingerprint = save_run(run_dir, model.cpu(), extra)
     write_json(run_dir / "history.json", state.history)
     return TrainResult(
-        run_dir, model.eval(), state.history, fingerprint, state.best_epoch, state.stopped_early
+        run_dir,
+        model.eval(),
+        state.history,
+        fingerprint,
+        state.best_epoch,
+        state.stopped_early,
+        {"epoch_seconds": epoch_seconds},
     )
 
 
 def _train_epoch(
     model,
+    objective,
     optimizer,
     samples,
     config,
@@ -302,7 +341,7 @@ def _train_epoch(
         leave=False,
         mininterval=0.5,
     )
-    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
 
     def flush() -> None:
         if not pending:
@@ -310,7 +349,7 @@ def _train_epoch(
         logits = torch.cat([p[0] for p in pending])
         labels = torch.cat([p[1] for p in pending])
         loss_sum = float(torch.stack([p[2] for p in pending]).sum())
-        metrics.update(logits, labels, loss_sum)
+        metrics.update(logits, labels, loss_sum, sum(p[3] for p in pending))
         bar.update(len(pending))
         pending.clear()
         bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.4f}", refresh=False)
@@ -325,12 +364,11 @@ def _train_epoch(
         device=device,
     )
     for batch in batches:
-        logits = model(batch.users, batch.items)
-        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        loss, logits, terms = objective(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        pending.append((logits.detach(), batch.labels, loss.detach() * len(batch)))
+        pending.append((logits.detach(), batch.labels, loss.detach() * terms, terms))
         state.batch += 1
         state.step += 1
         if len(pending) >= METRICS_EVERY:
@@ -362,15 +400,25 @@ def _early_stopping(model, state, entry, config, best_model):
 
 @torch.no_grad()
 def evaluate_samples(
-    model: TwoTowerModel, samples: Samples, batch_size: int = 4096, device="cpu"
+    model: TwoTowerModel,
+    samples: Samples,
+    batch_size: int = 4096,
+    device="cpu",
+    objective=None,
 ) -> StreamingMetrics:
-    """Loss, accuracy and AUC of a model over a data set, in file order."""
+    """Loss, accuracy and AUC of a model over a data set, in file order.
+
+    The loss is the objective's (BCE by default). The in-batch softmax depends on the
+    batch, so it is evaluated at the training batch size, without logQ correction.
+    """
+    objective = objective or BinaryCrossEntropy()
+    if isinstance(objective, BinaryCrossEntropy):
+        batch_size = max(batch_size, 4096)  # BCE does not depend on the batch: go fast
     was_training = model.training
     model.eval()
     metrics = StreamingMetrics()
-    for batch in samples.batches(max(batch_size, 4096), shuffle=False, device=device):
-        logits = model(batch.users, batch.items)
-        loss = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="sum")
-        metrics.update(logits, batch.labels, float(loss))
+    for batch in samples.batches(batch_size, shuffle=False, device=device):
+        loss, logits, terms = objective(model, batch, reduction="sum")
+        metrics.update(logits, batch.labels, float(loss), terms)
     model.train(was_training)
     return metrics

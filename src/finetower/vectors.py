@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gensim.models import KeyedVectors
 
 from finetower.artifacts import atomic_path
 from finetower.errors import DataError
@@ -63,6 +62,8 @@ def read_vectors(path: str | Path) -> Vectors:
             raise DataError(f"expected a 2-d array [n, dim], got shape {array.shape}", path)
         vectors = Vectors(np.ascontiguousarray(array, dtype=np.float32))
     else:
+        from gensim.models import KeyedVectors  # heavy import, only for word2vec files
+
         binary = is_word2vec_binary(path)
         try:
             keyed = KeyedVectors.load_word2vec_format(str(path), binary=binary)
@@ -84,6 +85,8 @@ def write_vectors(path: str | Path, vectors: Vectors, *, binary: bool | None = N
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(vectors.vectors, dtype=np.float32))
             return
+        from gensim.models import KeyedVectors
+
         ids = vectors.ids if vectors.ids is not None else [str(i) for i in range(len(vectors))]
         keyed = KeyedVectors(vectors.dim, dtype=np.float32)
         keyed.add_vectors(ids, vectors.vectors)

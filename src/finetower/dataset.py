@@ -1,10 +1,11 @@
 """Converted sample data sets: float32 columns on disk, memory-mapped, read shuffled in windows.
 
 Layout of a data set directory:
-    manifest.json   rows, user_dim, item_dim, the source's sha256, skipped lines
+    manifest.json   rows, user_dim, item_dim, columns, the source's sha256, skipped lines
     label.f32       [rows]            0.0 / 1.0
     user.f32        [rows, user_dim]  row-major
     item.f32        [rows, item_dim]  row-major
+    user_id.i64, item_id.i64          optional: rows of user_vocab.txt / item_vocab.txt
 
 Training never loads it whole: each epoch visits fixed-size blocks in a seeded random
 order, `WINDOW_BLOCKS` blocks at a time, and shuffles the rows of each window. The order
@@ -24,7 +25,14 @@ import torch
 
 from finetower.artifacts import atomic_dir, file_sha256, read_json, write_json
 from finetower.errors import ArtifactError, DataError
-from finetower.textformat import BadLines, SampleChunk, count_fields, iter_text_chunks, split_dims
+from finetower.textformat import (
+    FIELDS,
+    BadLines,
+    SampleChunk,
+    count_fields,
+    iter_text_chunks,
+    split_dims,
+)
 
 FORMAT = "finetower.samples/1"
 BLOCK_ROWS = 8192
@@ -33,26 +41,43 @@ WINDOW_BLOCKS = 16
 
 @dataclass
 class Batch:
-    """users [batch, user_dim], items [batch, item_dim], labels [batch]."""
+    """users [batch, user_dim], items [batch, item_dim], labels [batch]; for data sets
+    with ids also user_ids, item_ids [batch] (int64 vocabulary rows)."""
 
     users: torch.Tensor
     items: torch.Tensor
     labels: torch.Tensor
+    user_ids: torch.Tensor | None = None
+    item_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
+COLUMN_DTYPES = {
+    "label": np.float32,
+    "user": np.float32,
+    "item": np.float32,
+    "user_id": np.int64,
+    "item_id": np.int64,
+}
+
+
+def column_file(name: str) -> str:
+    return f"{name}.{'i64' if COLUMN_DTYPES[name] == np.int64 else 'f32'}"
+
+
 class DatasetWriter:
     """Appends sample chunks to a new data set; `close` writes the manifest last."""
 
-    def __init__(self, directory: Path, user_dim: int, item_dim: int) -> None:
+    def __init__(self, directory: Path, first: SampleChunk) -> None:
         self.directory = directory
-        self.user_dim, self.item_dim = user_dim, item_dim
+        self.user_dim, self.item_dim = first.users.shape[1], first.items.shape[1]
+        self.names = list(first.columns())
         self.rows = 0
         self._files = {
-            n: open(directory / f"{n}.f32", "wb")  # noqa: SIM115 - closed in close()
-            for n in ("label", "user", "item")
+            n: open(directory / column_file(n), "wb")  # noqa: SIM115 - closed in close()
+            for n in self.names
         }
 
     def write(self, chunk: SampleChunk) -> None:
@@ -61,8 +86,12 @@ class DatasetWriter:
                 f"chunk has user/item sizes {chunk.users.shape[1]}/{chunk.items.shape[1]}, "
                 f"data set has {self.user_dim}/{self.item_dim}"
             )
-        for name, array in (("label", chunk.labels), ("user", chunk.users), ("item", chunk.items)):
-            self._files[name].write(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        columns = chunk.columns()
+        if list(columns) != self.names:
+            raise DataError(f"chunk has columns {list(columns)}, data set has {self.names}")
+        for name, array in columns.items():
+            data = np.ascontiguousarray(array, dtype=COLUMN_DTYPES[name])
+            self._files[name].write(data.tobytes())
         self.rows += len(chunk)
 
     def close(self, **manifest_extra: object) -> None:
@@ -75,6 +104,7 @@ class DatasetWriter:
             "rows": self.rows,
             "user_dim": self.user_dim,
             "item_dim": self.item_dim,
+            "columns": self.names,
             **manifest_extra,
         }
         write_json(self.directory / "manifest.json", manifest)
@@ -84,20 +114,28 @@ def write_dataset(
     out_dir: str | Path,
     chunks: Iterator[SampleChunk] | list[SampleChunk],
     manifest_extra: Callable[[], dict] | None = None,
+    *,
+    vocabularies: dict[str, list[str]] | None = None,
 ) -> SampleDataset:
     """Write chunks of samples as a converted data set (atomically) and open it.
 
     `manifest_extra` is called after the last chunk, so it can report what reading found.
+    `vocabularies` ({"user": ids, "item": ids}) name the rows that id columns point at;
+    they are written as `user_vocab.txt` / `item_vocab.txt`, one id a line.
     """
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         writer: DatasetWriter | None = None
         for chunk in chunks:
             if writer is None:
-                writer = DatasetWriter(tmp, chunk.users.shape[1], chunk.items.shape[1])
+                writer = DatasetWriter(tmp, chunk)
             writer.write(chunk)
         if writer is None or writer.rows == 0:
             raise DataError("no samples to write", out_dir)
+        for side, ids in (vocabularies or {}).items():
+            if any("\n" in str(i) for i in ids):
+                raise DataError(f"{side} ids must not contain newlines", out_dir)
+            (tmp / f"{side}_vocab.txt").write_text("".join(f"{i}\n" for i in ids))
         writer.close(**(manifest_extra() if manifest_extra else {}))
     return SampleDataset(out_dir)
 
@@ -172,16 +210,35 @@ class SampleDataset:
         self.rows = int(self.manifest["rows"])
         self.user_dim = int(self.manifest["user_dim"])
         self.item_dim = int(self.manifest["item_dim"])
-        self.labels = self._map("label", (self.rows,))
-        self.users = self._map("user", (self.rows, self.user_dim))
-        self.items = self._map("item", (self.rows, self.item_dim))
+        shapes = {
+            "label": (self.rows,),
+            "user": (self.rows, self.user_dim),
+            "item": (self.rows, self.item_dim),
+            "user_id": (self.rows,),
+            "item_id": (self.rows,),
+        }
+        names = self.manifest.get("columns", ["label", "user", "item"])
+        self.columns = {name: self._map(name, shapes[name]) for name in names}
+        self.labels, self.users, self.items = (self.columns[n] for n in ("label", "user", "item"))
 
     def _map(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        path = self.directory / f"{name}.f32"
-        expected = int(np.prod(shape)) * 4
+        path = self.directory / column_file(name)
+        dtype = COLUMN_DTYPES[name]
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if not path.exists() or path.stat().st_size != expected:
             raise ArtifactError(f"{path} is missing or not {expected} bytes as the manifest says")
-        return np.memmap(path, dtype=np.float32, mode="r", shape=shape)
+        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+    @property
+    def has_ids(self) -> bool:
+        return "user_id" in self.columns and "item_id" in self.columns
+
+    def vocabulary(self, side: str) -> list[str]:
+        """The ids that the `user_id` / `item_id` column's rows stand for."""
+        path = self.directory / f"{side}_vocab.txt"
+        if not path.exists():
+            raise ArtifactError(f"{self.directory} has no {side} vocabulary ({path.name})")
+        return path.read_text().splitlines()
 
     def __len__(self) -> int:
         return self.rows
@@ -191,9 +248,7 @@ class SampleDataset:
 
     def chunk(self, start: int, stop: int) -> SampleChunk:
         return SampleChunk(
-            labels=np.array(self.labels[start:stop]),
-            users=np.array(self.users[start:stop]),
-            items=np.array(self.items[start:stop]),
+            **{FIELDS[name]: np.array(column[start:stop]) for name, column in self.columns.items()}
         )
 
     def iter_chunks(self, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> Iterator[SampleChunk]:
@@ -209,12 +264,8 @@ class SampleDataset:
             parts = [
                 self.chunk(b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, self.rows)) for b in blocks
             ]
-            perm = np.random.default_rng([seed, epoch, w]).permutation(sum(len(p) for p in parts))
-            yield SampleChunk(
-                labels=np.concatenate([p.labels for p in parts])[perm],
-                users=np.concatenate([p.users for p in parts])[perm],
-                items=np.concatenate([p.items for p in parts])[perm],
-            )
+            window = SampleChunk.concat(parts)
+            yield window.take(np.random.default_rng([seed, epoch, w]).permutation(len(window)))
 
     def batches(
         self,
@@ -246,30 +297,24 @@ def batches_from_chunks(
             skip -= len(chunk)
             continue
         if skip:
-            chunk = SampleChunk(chunk.labels[skip:], chunk.users[skip:], chunk.items[skip:])
-            skip = 0
+            chunk, skip = chunk.take(slice(skip, None)), 0
         if pending is not None:
-            chunk = SampleChunk(
-                np.concatenate([pending.labels, chunk.labels]),
-                np.concatenate([pending.users, chunk.users]),
-                np.concatenate([pending.items, chunk.items]),
-            )
-            pending = None
-        labels = torch.from_numpy(np.ascontiguousarray(chunk.labels)).to(device)
-        users = torch.from_numpy(np.ascontiguousarray(chunk.users)).to(device)
-        items = torch.from_numpy(np.ascontiguousarray(chunk.items)).to(device)
+            chunk, pending = SampleChunk.concat([pending, chunk]), None
         full = len(chunk) - len(chunk) % batch_size
+        tensors = _to_tensors(chunk, device)
         for start in range(0, full, batch_size):
-            stop = start + batch_size
-            yield Batch(users[start:stop], items[start:stop], labels[start:stop])
+            yield Batch(**{k: v[start : start + batch_size] for k, v in tensors.items()})
         if full < len(chunk):
-            pending = SampleChunk(chunk.labels[full:], chunk.users[full:], chunk.items[full:])
+            pending = chunk.take(slice(full, None))
     if pending is not None and len(pending):
-        yield Batch(
-            torch.from_numpy(np.ascontiguousarray(pending.users)).to(device),
-            torch.from_numpy(np.ascontiguousarray(pending.items)).to(device),
-            torch.from_numpy(np.ascontiguousarray(pending.labels)).to(device),
-        )
+        yield Batch(**_to_tensors(pending, device))
+
+
+def _to_tensors(chunk: SampleChunk, device: str | torch.device) -> dict[str, torch.Tensor]:
+    return {
+        FIELDS[name]: torch.from_numpy(np.ascontiguousarray(array)).to(device)
+        for name, array in chunk.columns().items()
+    }
 
 
 class TextStream:
@@ -287,8 +332,7 @@ class TextStream:
         chunks = iter_text_chunks(self.path, self.user_dim, skip_bad_lines=self.skip_bad_lines)
         for k, chunk in enumerate(chunks):
             if shuffle:
-                perm = np.random.default_rng([seed, epoch, k]).permutation(len(chunk))
-                chunk = SampleChunk(chunk.labels[perm], chunk.users[perm], chunk.items[perm])
+                chunk = chunk.take(np.random.default_rng([seed, epoch, k]).permutation(len(chunk)))
             yield chunk
 
     def num_batches(self, batch_size: int) -> int | None:

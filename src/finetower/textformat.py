@@ -26,14 +26,47 @@ MAX_REPORTED_BAD_LINES = 5
 
 @dataclass
 class SampleChunk:
-    """Parsed samples: `labels [n]`, `users [n, user_dim]`, `items [n, item_dim]`, float32."""
+    """Samples as float32 arrays: `labels [n]`, `users [n, user_dim]`, `items [n, item_dim]`;
+    optionally `user_ids [n]`, `item_ids [n]` (int64 rows of the data set's vocabularies),
+    which models with ID embeddings need."""
 
     labels: np.ndarray
     users: np.ndarray
     items: np.ndarray
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The present columns by name."""
+        named = {"label": self.labels, "user": self.users, "item": self.items}
+        if self.user_ids is not None:
+            named["user_id"] = self.user_ids
+        if self.item_ids is not None:
+            named["item_id"] = self.item_ids
+        return named
+
+    def take(self, rows: np.ndarray | slice) -> SampleChunk:
+        """The same columns at `rows` (an index array or a slice)."""
+        return SampleChunk(**{FIELDS[k]: v[rows] for k, v in self.columns().items()})
+
+    @classmethod
+    def concat(cls, chunks: list[SampleChunk]) -> SampleChunk:
+        if len(chunks) == 1:
+            return chunks[0]
+        names = chunks[0].columns().keys()
+        return cls(**{FIELDS[k]: np.concatenate([c.columns()[k] for c in chunks]) for k in names})
+
+
+FIELDS = {
+    "label": "labels",
+    "user": "users",
+    "item": "items",
+    "user_id": "user_ids",
+    "item_id": "item_ids",
+}
 
 
 @dataclass

@@ -74,6 +74,10 @@ def train_command(
         str, typer.Option(help="Text input: convert (cached by checksum) | stream.")
     ] = "convert",
     skip_bad_lines: bool = False,
+    loss: Annotated[str, typer.Option(help="bce (the recipe) | softmax (in-batch).")] = "bce",
+    temperature: Annotated[float, typer.Option(help="Softmax temperature.")] = 1.0,
+    logq: Annotated[bool, typer.Option(help="Softmax: logQ correction by item frequency.")] = True,
+    normalize: Annotated[bool, typer.Option(help="Softmax: L2-normalise embeddings.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print the history as JSON.")] = False,
 ) -> None:
@@ -95,6 +99,10 @@ def train_command(
                 device=device,
                 text_mode=text_mode,
                 skip_bad_lines=skip_bad_lines,
+                loss=loss,
+                temperature=temperature,
+                logq=logq,
+                normalize=normalize,
             )
         except ValueError as error:
             raise typer.BadParameter(str(error)) from None

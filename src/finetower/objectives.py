@@ -23,7 +23,7 @@ class BinaryCrossEntropy:
     """The recipe: sigmoid(w · (u ⊙ v) + b) against the 0/1 label, mean over the batch."""
 
     def __call__(self, model: TwoTowerModel, batch: Batch, reduction: str = "mean"):
-        logits = model(batch.users, batch.items)
+        logits = model(batch.users, batch.items, batch.user_ids, batch.item_ids)
         loss = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction=reduction)
         return loss, logits, len(batch)
 
@@ -32,8 +32,9 @@ class BinaryCrossEntropy:
 class InBatchSoftmax:
     """Sampled softmax over the batch's positives; the other positives' items are negatives.
 
-    Items are identified by a random projection of their vector (equal vectors, equal key),
-    which the recipe's id-less data needs for accidental hits and item frequencies.
+    Items are identified by their id where the data has ids, else by a random projection
+    of their vector (equal vectors, equal key), which the recipe's id-less data needs for
+    accidental hits and item frequencies.
     `keys`/`log_q` hold every training item's key and sampling log-probability.
     """
 
@@ -53,16 +54,19 @@ class InBatchSoftmax:
         )
         objective = cls(projection, temperature=temperature, normalize=normalize)
         if logq:
-            parts = [
-                objective.item_keys(torch.from_numpy(chunk.items[chunk.labels > 0.5]))
-                for chunk in samples.iter_chunks(shuffle=False)
-            ]
+            parts = []
+            for chunk in samples.iter_chunks(shuffle=False):
+                positive = chunk.labels > 0.5
+                ids = None if chunk.item_ids is None else torch.from_numpy(chunk.item_ids[positive])
+                parts.append(objective.item_keys(torch.from_numpy(chunk.items[positive]), ids))
             keys, counts = torch.unique(torch.cat(parts), return_counts=True)
             objective.keys = keys
             objective.log_q = torch.log(counts.double() / counts.sum()).float()
         return objective
 
-    def item_keys(self, items: torch.Tensor) -> torch.Tensor:
+    def item_keys(self, items: torch.Tensor, item_ids: torch.Tensor | None = None):
+        if item_ids is not None:
+            return item_ids.double()
         return items.double() @ self.projection.to(items.device)
 
     def batch_log_q(self, keys: torch.Tensor) -> torch.Tensor | None:
@@ -75,14 +79,15 @@ class InBatchSoftmax:
         return torch.where(found, table_log_q[at], table_log_q.min())
 
     def __call__(self, model: TwoTowerModel, batch: Batch, reduction: str = "mean"):
-        queries = model.query_embedding(batch.users)
-        items = model.item_tower(batch.items)
+        queries = model.query_embedding(batch.users, batch.user_ids)
+        items = model.encode_items(batch.items, batch.item_ids)
         logits = (queries * items).sum(-1) + model.output.bias
         positive = batch.labels > 0.5
         n_positive = int(positive.sum())
         if n_positive < 2:  # a softmax over one item teaches nothing
             return logits.sum() * 0.0, logits, 0
-        keys = self.item_keys(batch.items[positive])
+        ids = None if batch.item_ids is None else batch.item_ids[positive]
+        keys = self.item_keys(batch.items[positive], ids)
         loss = retrieval_loss(
             queries[positive],
             items[positive],

@@ -28,6 +28,8 @@ def predict_file(
     """
     model.eval()
     c = model.config
+    if c.has_ids:
+        raise DataError("this model has ID embeddings: the text format carries no ids")
     rows = 0
     chunks = iter_text_chunks(
         input_path, c.user_dim, binary_labels=False, expect_fields=1 + c.user_dim + c.item_dim
@@ -62,6 +64,8 @@ def tower_outputs(
     if side not in SIDES:
         raise ValueError(f"side must be 'user' or 'item', got {side!r}")
     model.eval()
+    if model.config.has_ids:
+        raise DataError("this model has ID embeddings: its towers need ids, not only vectors")
     expected = model.config.user_dim if side == "user" else model.config.item_dim
     if vectors.ndim != 2 or vectors.shape[1] != expected:
         raise DataError(
@@ -70,9 +74,9 @@ def tower_outputs(
             source,
         )
     if side == "user":
-        tower = model.query_embedding if for_retrieval else model.user_tower
+        tower = model.query_embedding if for_retrieval else model.encode_users
     else:
-        tower = model.item_tower
+        tower = model.encode_items
     parts = [
         tower(torch.from_numpy(np.ascontiguousarray(vectors[s : s + batch_size]))).numpy()
         for s in range(0, len(vectors), batch_size)

@@ -380,8 +380,12 @@ def _write_split(
     item_vectors: np.ndarray,
     config: SampleConfig,
     rng: np.random.Generator,
+    vocabularies: dict[str, list[str]],
 ) -> dict:
-    """Write one split (converted, and text if asked), rows shuffled; return its counts."""
+    """Write one split (converted, and text if asked), rows shuffled; return its counts.
+
+    The converted data set also carries each row's user and item id (rows of the
+    vocabularies), for models with ID embeddings."""
     n_pos, k = negatives.shape
     query = np.concatenate([np.arange(n_pos), np.repeat(np.arange(n_pos), k)])
     items = np.concatenate([positives.items, negatives.reshape(-1)])
@@ -404,9 +408,13 @@ def _write_split(
                 labels=labels[rows],
                 users=positives.user_vectors[query[rows]],
                 items=item_vectors[items[rows]],
+                user_ids=positives.users[query[rows]],
+                item_ids=items[rows],
             )
 
-    dataset = write_dataset(out / name, chunks(), lambda: {"split": name, **counts})
+    dataset = write_dataset(
+        out / name, chunks(), lambda: {"split": name, **counts}, vocabularies=vocabularies
+    )
     if config.text:
         text_path = out / f"{name}.txt"
         text_path.write_bytes(b"")
@@ -479,6 +487,7 @@ def build_samples(
     mean_item = item_vectors.vectors.mean(axis=0)
 
     counts: dict[str, dict] = {}
+    vocabularies = {"user": vocabulary.to_pylist(), "item": list(item_vectors.ids)}
     with atomic_dir(out_dir) as out:
         for code, name in enumerate(SPLITS):
             rows = np.flatnonzero(split == code)
@@ -502,7 +511,7 @@ def build_samples(
                 rng, positives.users, config.negatives, catalogue, weights, positive_keys, stride
             )
             counts[name] = _write_split(
-                out, name, positives, negatives, item_vectors.vectors, config, rng
+                out, name, positives, negatives, item_vectors.vectors, config, rng, vocabularies
             )
             counts[name]["positives_without_user_history"] = int((~has_history).sum())
             counts[name]["events"] = len(rows)

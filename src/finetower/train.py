@@ -31,6 +31,7 @@ from finetower.checkpoint import (
 )
 from finetower.dataset import Samples, open_samples
 from finetower.errors import ArtifactError, DataError
+from finetower.id_towers import IdTowers, initialise, set_frozen, vocabularies
 from finetower.metrics import StreamingMetrics
 from finetower.model import ModelConfig, TwoTowerModel
 from finetower.objectives import LOSSES, BinaryCrossEntropy, InBatchSoftmax
@@ -113,6 +114,7 @@ def train(
     tower: tuple[int, ...] = (64,),
     activation: str = "relu",
     dropout: float = 0.0,
+    id_towers: IdTowers | None = None,
     user_dim: int | None = None,
     progress: bool = True,
     on_step: StepCallback | None = None,
@@ -121,7 +123,8 @@ def train(
 
     The architecture is `tower` (hidden sizes of each tower), `activation` and `dropout`;
     the defaults are the recipe. The vector sizes come from the data; `user_dim` splits
-    text lines that are not half and half.
+    text lines that are not half and half. `id_towers` adds trainable ID embeddings
+    (the data must be a data set with ids; see finetower.id_towers).
     `on_step` is called after every optimisation step (tests use it to interrupt a run).
     """
     config = config or TrainConfig()
@@ -133,12 +136,22 @@ def train(
     train_samples = open_samples(
         train_data, user_dim, text_mode=config.text_mode, skip_bad_lines=config.skip_bad_lines
     )
+    id_sizes = {}
+    if id_towers is not None:
+        vocab = vocabularies(train_samples, train_data)
+        id_sizes = {
+            "user_ids": len(vocab["user"]),
+            "item_ids": len(vocab["item"]),
+            "id_dim": id_towers.id_dim or train_samples.item_dim,
+            "use_vectors": id_towers.use_vectors,
+        }
     model_config = ModelConfig(
         user_dim=train_samples.user_dim,
         item_dim=train_samples.item_dim,
         tower=tuple(tower),
         activation=activation,
         dropout=dropout,
+        **id_sizes,
     )
     spec = {
         "train": str(Path(train_data).resolve()),
@@ -146,6 +159,7 @@ def train(
         "user_dim": train_samples.user_dim,
         "model": model_config.to_dict(),
         "train_config": asdict(config),
+        "id_towers": id_towers.to_dict() if id_towers is not None else None,
     }
     write_json(run_dir / "train_config.json", spec)
     return _run(run_dir, spec, train_samples, None, progress, on_step)
@@ -219,6 +233,13 @@ def _run(
 
     torch.manual_seed(config.seed)
     model = TwoTowerModel(ModelConfig.from_dict(spec["model"])).to(device)
+    id_towers = IdTowers(**spec["id_towers"]) if spec.get("id_towers") else None
+    init_report = {}
+    if id_towers is not None:
+        vocab = vocabularies(train_samples, spec["train"])
+        if val_samples is not None and vocabularies(val_samples, spec["val"]) != vocab:
+            raise DataError("validation ids differ from training ids", spec["val"])
+        init_report = initialise(model, id_towers, vocab, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.effective_lr)
     state = TrainingState()
     best_model: dict[str, torch.Tensor] | None = None
@@ -252,6 +273,8 @@ def _run(
     epoch_seconds: list[float] = []
     try:
         while state.epoch < config.epochs and not state.stopped_early:
+            if id_towers is not None:
+                set_frozen(model, state.epoch < id_towers.freeze_epochs)
             started = time.perf_counter()
             _train_epoch(
                 model,
@@ -302,6 +325,7 @@ def _run(
             **{k: v for k, v in asdict(config).items() if k != "device"},
         },
         "data": {"train": spec["train"], "val": spec["val"]},
+        "id_towers": {**spec["id_towers"], **init_report} if id_towers is not None else None,
     }
     fingerprint = save_run(run_dir, model.cpu(), extra)
     write_json(run_dir / "history.json", state.history)

@@ -9,6 +9,7 @@ import typer
 
 from finetower.cli.app import command, console, print_json
 from finetower.dataset import convert_text
+from finetower.id_towers import IdTowers
 from finetower.predict import SIDES, embed_file, predict_file
 from finetower.runs import load_run
 from finetower.train import TrainConfig, resume, train
@@ -78,6 +79,17 @@ def train_command(
     temperature: Annotated[float, typer.Option(help="Softmax temperature.")] = 1.0,
     logq: Annotated[bool, typer.Option(help="Softmax: logQ correction by item frequency.")] = True,
     normalize: Annotated[bool, typer.Option(help="Softmax: L2-normalise embeddings.")] = False,
+    id_towers: Annotated[
+        bool, typer.Option(help="Add trainable ID embeddings (needs a data set with ids).")
+    ] = False,
+    init_from: Annotated[
+        Path | None, typer.Option(help="ID towers: initialise from a pretrain directory.")
+    ] = None,
+    freeze_epochs: Annotated[int, typer.Option(help="ID towers: frozen for N epochs.")] = 0,
+    id_dim: Annotated[int | None, typer.Option(help="ID embedding size.")] = None,
+    use_vectors: Annotated[
+        bool, typer.Option(help="ID towers: also feed the pretrained vectors.")
+    ] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print the history as JSON.")] = False,
 ) -> None:
@@ -117,6 +129,14 @@ def train_command(
             tower=parse_tower(tower),
             activation=activation,
             dropout=dropout,
+            id_towers=IdTowers(
+                init_from=str(init_from) if init_from else None,
+                freeze_epochs=freeze_epochs,
+                use_vectors=use_vectors,
+                id_dim=id_dim,
+            )
+            if id_towers or init_from
+            else None,
             progress=not quiet,
         )
     if json:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from finetower.datasets.movielens import load_movielens
 from finetower.datasets.split import TransferSplit, transfer_split
-from finetower.datasets.synthetic import SyntheticWorld, synthetic_world
+from finetower.datasets.synthetic import SyntheticWorld, WorldConfig, synthetic_world
 from finetower.errors import DataError
 
 REQUIRED_COLUMNS = ("user", "item", "timestamp")
@@ -30,6 +30,7 @@ TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".parquet": None, ".pq": None}
 __all__ = [
     "REQUIRED_COLUMNS",
     "SyntheticWorld",
+    "WorldConfig",
     "TransferSplit",
     "check_interactions",
     "is_interactions_table",

@@ -13,15 +13,13 @@ from finetower.datasets.movielens import shared_data_dir
 from finetower.errors import DataError
 from finetower.pretrain import PretrainConfig, pretrain
 from finetower.samples import (
-    HistoryIndex,
     SampleConfig,
     build_samples,
-    mean_of_last,
     query_user_vectors,
     sample_negatives,
 )
 from finetower.textformat import read_text_samples
-from finetower.user_vectors import user_vector
+from finetower.user_vectors import HistoryIndex, mean_of_last, user_vector
 from finetower.vectors import Vectors, read_vectors
 
 ML100K = shared_data_dir() / "ml-100k"

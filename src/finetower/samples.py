@@ -32,7 +32,6 @@ Coverage, counted in the manifest, never silent:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from finetower.dataset import write_dataset
 from finetower.datasets import check_interactions, is_interactions_table, read_interactions
 from finetower.errors import DataError
 from finetower.textformat import SampleChunk, write_text_samples
-from finetower.user_vectors import DEFAULT_LAST_N
+from finetower.user_vectors import DEFAULT_LAST_N, HistoryIndex, sorted_unique
 from finetower.vectors import Vectors, read_vectors
 
 FORMAT = "finetower.training-data/1"
@@ -54,8 +53,6 @@ SPLITS = ("train", "val", "test")
 CHUNK_ROWS = 1 << 16
 NEGATIVE_ROUNDS = 16
 POPULARITY_EXPONENT = 0.75
-# ages past 24 half-lives weigh < 2^-24, below float32 resolution, so they are left out
-HALF_LIVES_KEPT = 24
 
 
 @dataclass(frozen=True)
@@ -105,95 +102,6 @@ class SampleConfig:
 def _one_of(name: str, value: str, options: tuple[str, ...]) -> None:
     if value not in options:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
-
-
-def sorted_unique(values: np.ndarray) -> np.ndarray:
-    """np.unique by sorting; several times faster than its hash path on int64 columns."""
-    values = np.sort(values)
-    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
-
-
-def mean_of_last(
-    item_vectors: np.ndarray,
-    item_rows: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    *,
-    last_n: int | None = DEFAULT_LAST_N,
-    half_life: float | None = None,
-) -> np.ndarray:
-    """Return [n, dim]: per query, `user_vector` of the events `item_rows[starts:ends]`.
-
-    Vectorised over queries (a loop over at most `last_n` ages, not over rows); a query
-    with no event gets zeros. Weights follow `finetower.user_vectors.history_weights`.
-    """
-    counts = ends - starts
-    dim = item_vectors.shape[1]
-    out = np.zeros((len(starts), dim), np.float32)
-    if len(starts) == 0 or counts.max() <= 0:
-        return out
-    if last_n is None and half_life is None:
-        # whole history, equal weights: differences of prefix sums
-        prefix = np.zeros((len(item_rows) + 1, dim), np.float64)
-        np.cumsum(item_vectors[item_rows], axis=0, out=prefix[1:])
-        has = counts > 0
-        out[has] = (prefix[ends[has]] - prefix[starts[has]]) / counts[has, None]
-        return out
-    window = last_n if last_n is not None else math.ceil(HALF_LIVES_KEPT * half_life)
-    total = np.zeros(len(starts), np.float64)
-    for age in range(min(window, int(counts.max()))):
-        position = ends - 1 - age
-        valid = np.flatnonzero(position >= starts)
-        weight = 1.0 if half_life is None else 0.5 ** (age / half_life)
-        out[valid] += np.float32(weight) * item_vectors[item_rows[position[valid]]]
-        total[valid] += weight
-    has = total > 0
-    out[has] /= total[has, None].astype(np.float32)
-    return out
-
-
-class HistoryIndex:
-    """Users' events with an item vector, sorted by (user, time), to find what precedes a time.
-
-    `user_codes` index a user vocabulary shared with the queries; events of one user with
-    equal times keep their given order (stable sort).
-    """
-
-    def __init__(
-        self, user_codes: np.ndarray, item_rows: np.ndarray, timestamps: np.ndarray, n_users: int
-    ) -> None:
-        order = np.lexsort((timestamps, user_codes))
-        self.user_codes = user_codes[order]
-        self.item_rows = item_rows[order]
-        self.timestamps = timestamps[order]
-        self.times = sorted_unique(self.timestamps)
-        if n_users * (len(self.times) + 1) >= 2**62:
-            raise DataError("too many users x distinct timestamps to index histories")
-        self._stride = len(self.times) + 1
-        self._keys = self.user_codes * self._stride + np.searchsorted(self.times, self.timestamps)
-        self.user_starts = np.searchsorted(self.user_codes, np.arange(n_users + 1))
-
-    def before(self, users: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(starts, ends): each user's events strictly before each time are [start, end)."""
-        rank = np.searchsorted(self.times, times, side="left")
-        ends = np.searchsorted(self._keys, users * self._stride + rank, side="left")
-        return self.user_starts[users], ends
-
-    def user_vectors(
-        self,
-        item_vectors: np.ndarray,
-        users: np.ndarray,
-        times: np.ndarray,
-        *,
-        last_n: int | None = DEFAULT_LAST_N,
-        half_life: float | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Return (vectors [n, dim], has_history [n]) of users at times, from earlier events."""
-        starts, ends = self.before(users, times)
-        vectors = mean_of_last(
-            item_vectors, self.item_rows, starts, ends, last_n=last_n, half_life=half_life
-        )
-        return vectors, ends > starts
 
 
 def query_user_vectors(

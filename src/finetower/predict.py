@@ -11,6 +11,7 @@ import torch
 
 from finetower.artifacts import atomic_path
 from finetower.errors import DataError
+from finetower.export import folded_queries, item_embeddings, user_embeddings
 from finetower.model import TwoTowerModel
 from finetower.textformat import iter_text_chunks
 from finetower.vectors import Vectors, is_word2vec_binary, read_vectors, write_vectors
@@ -46,44 +47,26 @@ def predict_file(
     return rows
 
 
-@torch.no_grad()
 def tower_outputs(
     model: TwoTowerModel,
     side: str,
     vectors: np.ndarray,
     *,
     for_retrieval: bool = False,
-    batch_size: int = 65536,
     source: str | Path | None = None,
 ) -> np.ndarray:
-    """Run one tower over vectors [n, dim] in batches -> [n, embedding_dim].
+    """One tower's outputs [n, embedding_dim] for vectors [n, dim], in bounded batches.
 
     `for_retrieval` on the user side folds the output layer's weights into the query
     (`w ⊙ user_tower(u)`), so `query · item_embedding + bias` is the model's logit.
     """
     if side not in SIDES:
         raise ValueError(f"side must be 'user' or 'item', got {side!r}")
-    model.eval()
-    if model.config.has_ids:
-        raise DataError("this model has ID embeddings: its towers need ids, not only vectors")
-    expected = model.config.user_dim if side == "user" else model.config.item_dim
-    if vectors.ndim != 2 or vectors.shape[1] != expected:
-        raise DataError(
-            f"{side} vectors have size {vectors.shape[-1]}, the model's {side} tower takes "
-            f"{expected}",
-            source,
-        )
-    if side == "user":
-        tower = model.query_embedding if for_retrieval else model.encode_users
-    else:
-        tower = model.encode_items
-    parts = [
-        tower(torch.from_numpy(np.ascontiguousarray(vectors[s : s + batch_size]))).numpy()
-        for s in range(0, len(vectors), batch_size)
-    ]
-    if not parts:
-        return np.empty((0, model.config.embedding_dim), dtype=np.float32)
-    return np.concatenate(parts).astype(np.float32, copy=False)
+    if side == "item":
+        return item_embeddings(model, vectors, source=source)
+    if for_retrieval:
+        return folded_queries(model, vectors, source=source)
+    return user_embeddings(model, vectors, source=source)
 
 
 def embed_file(

@@ -1,0 +1,108 @@
+"""Every index backend: recall against exact search, true scores, save/load round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from finetower.errors import ArtifactError, DataError
+from finetower.index import BACKENDS, ItemIndex, load_index, make_index, read_manifest
+
+
+def folded_like(n_items: int, n_queries: int, dim: int = 32, seed: int = 0):
+    """Items relu(cluster centre + noise) with spread norms; queries w ⊙ relu(interests)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(100, dim))
+    items = np.maximum(
+        centres[rng.integers(0, 100, n_items)] + 0.5 * rng.normal(size=(n_items, dim)), 0
+    )
+    items *= rng.lognormal(0, 0.3, size=(n_items, 1))
+    users = np.maximum(
+        centres[rng.integers(0, 100, n_queries)] + 0.5 * rng.normal(size=(n_queries, dim)), 0
+    )
+    return items.astype(np.float32), (users * rng.normal(1, 0.5, dim)).astype(np.float32)
+
+
+ITEMS, QUERIES = folded_like(5000, 100)
+EXACT = np.argsort(-(QUERIES @ ITEMS.T), axis=1)[:, :100]
+# recall@100 against exact search these backends must reach at their defaults on this data
+MIN_RECALL = {"flat": 1.0, "hnsw": 0.9, "ivf": 0.9, "annoy": 0.9}
+BUILT: dict[str, ItemIndex] = {}
+
+
+def built(backend: str) -> ItemIndex:
+    if backend not in BUILT:
+        BUILT[backend] = make_index(backend).build(ITEMS, [f"item{i}" for i in range(len(ITEMS))])
+    return BUILT[backend]
+
+
+def recall(rows: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(rows, EXACT, strict=True)]))
+
+
+def test_all_four_backends_are_registered():
+    assert set(BACKENDS) == {"flat", "hnsw", "ivf", "annoy"}
+    assert [BACKENDS[b].is_exact for b in ("flat", "hnsw", "ivf", "annoy")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+@pytest.mark.parametrize("backend", sorted(MIN_RECALL))
+def test_backend_recall_at_100_against_exact_search(backend):
+    rows, _ = built(backend).search_rows(QUERIES, 100)
+    assert recall(rows) >= MIN_RECALL[backend]
+
+
+@pytest.mark.parametrize("backend", sorted(MIN_RECALL))
+def test_scores_are_true_inner_products_best_first(backend):
+    ids, scores = built(backend).search(QUERIES[:10], 20)
+    rows = np.vectorize(lambda name: int(name[4:]))(ids)
+    expected = np.einsum("nd,nkd->nk", QUERIES[:10], ITEMS[rows])
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+    assert (np.diff(scores, axis=1) <= 1e-5).all()
+
+
+@pytest.mark.parametrize("backend", sorted(MIN_RECALL))
+def test_save_load_round_trip_gives_the_same_answers(backend, tmp_path):
+    index = built(backend)
+    index.save(tmp_path / "index", {"model": "abc123"})
+    loaded = load_index(tmp_path / "index")
+    assert type(loaded) is type(index) and loaded.params == index.params
+    ids, scores = index.search(QUERIES[:20], 10)
+    ids2, scores2 = loaded.search(QUERIES[:20], 10)
+    assert (ids == ids2).all()
+    np.testing.assert_allclose(scores, scores2, rtol=1e-6)
+    manifest = read_manifest(tmp_path / "index")
+    assert manifest["backend"] == backend and manifest["count"] == len(ITEMS)
+    assert manifest["model"] == "abc123" and manifest["is_exact"] == (backend == "flat")
+    assert json.loads((tmp_path / "index" / "ids.json").read_text())[:2] == ["item0", "item1"]
+
+
+def test_hnsw_l2_transform_still_returns_inner_products():
+    index = make_index("hnsw", metric="l2-transform", ef_search=512).build(ITEMS)
+    rows, scores = index.search_rows(QUERIES[:10], 10)
+    np.testing.assert_allclose(
+        scores, np.einsum("nd,nkd->nk", QUERIES[:10], ITEMS[rows]), rtol=1e-4
+    )
+
+
+def test_k_larger_than_the_catalogue_returns_every_item():
+    index = make_index("flat").build(ITEMS[:7])
+    ids, scores = index.search(QUERIES[:2], 50)
+    assert ids.shape == (2, 7) and sorted(ids[0]) == [str(i) for i in range(7)]
+
+
+def test_bad_backend_parameter_and_dimension_are_refused(tmp_path):
+    with pytest.raises(DataError, match="unknown index backend"):
+        make_index("lsh")
+    with pytest.raises(DataError, match="bad parameters"):
+        make_index("hnsw", ef=10)
+    with pytest.raises(DataError, match="16-d but the index is 32-d"):
+        built("flat").search(np.zeros((1, 16), np.float32), 5)
+    with pytest.raises(ArtifactError, match="not a finetower index"):
+        load_index(tmp_path)

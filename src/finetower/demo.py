@@ -9,6 +9,7 @@ an index and a few recalled items. Artifacts and a report land in `out_dir`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 from finetower.artifacts import atomic_path, write_json
 from finetower.dataset import SampleDataset
 from finetower.datasets import WorldConfig, load_movielens, synthetic_world, transfer_split
-from finetower.evaluate import evaluate_models, read_interactions
+from finetower.evaluate import Interactions, evaluate_models, read_interactions
 from finetower.pretrain import PretrainConfig, pretrain
 from finetower.recall import Recaller, build_item_index
 from finetower.samples import SampleConfig, build_samples, query_user_vectors
@@ -85,24 +86,7 @@ def run_demo(
         clock = now
         log(f"  {name}: {seconds[name]:.1f} s")
 
-    description, source, target = _source_and_target(
-        Path(movielens) if movielens is not None else None, seed, world
-    )
-    (out / "data").mkdir(exist_ok=True)
-    pq.write_table(source, out / "data" / "source.parquet")
-    pq.write_table(target, out / "data" / "target.parquet")
-    log(f"data: {description}: {len(source):,} source and {len(target):,} target events")
-    lap("data")
-
-    pretrain(out / "data" / "source.parquet", out / "vectors", PretrainConfig(seed=seed))
-    lap("pretrain item2vec on the source domain")
-    build_samples(
-        out / "data" / "target.parquet",
-        out / "vectors",
-        out / "samples",
-        config=SampleConfig(seed=seed, text=False),
-    )
-    lap("build target samples")
+    description = prepare_data(out, movielens=movielens, seed=seed, world=world, log=log, lap=lap)
     result = (
         train(
             out / "samples" / "train",
@@ -121,12 +105,9 @@ def run_demo(
         model = load_run(out / "run")
     lap("fine-tune the recipe")
 
-    item_vectors = read_vectors(out / "vectors" / "item_vectors.bin")
-    test = read_interactions(out / "samples" / "test_interactions.parquet")
-    train_pairs = read_interactions(out / "samples" / "train_interactions.parquet")
-    user_vectors = _test_user_vectors(out / "samples", item_vectors, test)
+    data = evaluation_data(out)
     report = evaluate_models(
-        item_vectors, train_pairs, test, model=model, user_vectors=user_vectors, ks=KS
+        data.item_vectors, data.train, data.test, model=model, user_vectors=data.user_vectors, ks=KS
     )
     auc = evaluate_samples(model, SampleDataset(out / "samples" / "test")).auc
     metrics = {name: report[name] for name in METHODS}
@@ -136,7 +117,7 @@ def run_demo(
         out / "run", out / "vectors" / "item_vectors.bin", out / "index", backend="hnsw"
     )
     recaller = Recaller(out / "index")
-    examples = _examples(recaller, out / "samples", test, k=5)
+    examples = _examples(recaller, out / "samples", data.test, k=5)
     lap("index (hnsw) and recall")
 
     demo = DemoReport(out, description, metrics, auc, examples, seconds)
@@ -144,7 +125,67 @@ def run_demo(
     return demo
 
 
-def _test_user_vectors(samples: Path, item_vectors: Vectors, test) -> Vectors:
+def prepare_data(
+    out: Path,
+    *,
+    movielens: str | Path | None = None,
+    seed: int = 0,
+    world: dict | None = None,
+    log: Callable[[str], Any] = print,
+    lap: Callable[[str], Any] = lambda _: None,
+) -> str:
+    """Write the two-domain data, the item2vec vectors and the target samples under `out`.
+
+    `out/data/{source,target}.parquet`, `out/vectors/` (a `finetower pretrain` output) and
+    `out/samples/` (a `build_samples` output, with ids); returns the data's description.
+    `lap(stage)` is called after each stage.
+    """
+    description, source, target = _source_and_target(
+        Path(movielens) if movielens is not None else None, seed, world
+    )
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(source, out / "data" / "source.parquet")
+    pq.write_table(target, out / "data" / "target.parquet")
+    log(f"data: {description}: {len(source):,} source and {len(target):,} target events")
+    lap("data")
+    pretrain(out / "data" / "source.parquet", out / "vectors", PretrainConfig(seed=seed))
+    lap("pretrain item2vec on the source domain")
+    build_samples(
+        out / "data" / "target.parquet",
+        out / "vectors",
+        out / "samples",
+        config=SampleConfig(seed=seed, text=False),
+    )
+    lap("build target samples")
+    return description
+
+
+@dataclass
+class EvaluationData:
+    """What `evaluate_models` needs, read from `prepare_data`'s output."""
+
+    item_vectors: Vectors  # the catalogue
+    train: Interactions  # excluded from rankings; popularity counts
+    test: Interactions  # the held-out target events
+    user_vectors: Vectors  # each test user's vector from behaviour before the test
+    vocabularies: dict[str, list[str]]  # what ID models' id rows stand for
+
+
+def evaluation_data(out: Path) -> EvaluationData:
+    """Read the catalogue, the train/test interactions, held-out user vectors, vocabularies."""
+    item_vectors = read_vectors(out / "vectors" / "item_vectors.bin")
+    test = read_interactions(out / "samples" / "test_interactions.parquet")
+    train_samples = SampleDataset(out / "samples" / "train")
+    return EvaluationData(
+        item_vectors,
+        read_interactions(out / "samples" / "train_interactions.parquet"),
+        test,
+        held_out_user_vectors(out / "samples", item_vectors, test),
+        {side: train_samples.vocabulary(side) for side in ("user", "item")},
+    )
+
+
+def held_out_user_vectors(samples: Path, item_vectors: Vectors, test: Interactions) -> Vectors:
     """Each test user's vector at their first test event: only behaviour before it."""
     users, first = np.unique(test.users, return_index=True)
     order = np.lexsort([test.timestamps, test.users])
@@ -237,14 +278,20 @@ def _write_report(demo: DemoReport, protocol: dict) -> None:
     plot_recall(demo.metrics, demo.out_dir / "recall_at_k.png", demo.data)
 
 
-def plot_recall(metrics: dict[str, dict[str, float]], path: Path, title: str) -> None:
+def plot_recall(
+    metrics: dict[str, dict[str, float]],
+    path: Path,
+    title: str,
+    labels: dict[str, str] | None = None,
+) -> None:
+    """Plot Recall@K against K for each method in `labels` (name -> label; the demo's)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 4), dpi=110)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for name, label in METHODS.items():
+    for name, label in (labels or METHODS).items():
         ax.plot(KS, [metrics[name][f"recall@{k}"] for k in KS], marker="o", label=label)
     ax.set_xscale("log")
     ax.set_xticks(KS, [str(k) for k in KS])
@@ -252,7 +299,7 @@ def plot_recall(metrics: dict[str, dict[str, float]], path: Path, title: str) ->
     ax.set_ylabel("Recall@K")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")

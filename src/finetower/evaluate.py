@@ -12,11 +12,17 @@ Per user u with relevant (test) set R_u and ranked list L_u (training items remo
   NDCG@K    = Σ_{i<K, L_u[i] ∈ R_u} 1/log2(i+2)  /  Σ_{i<min(|R_u|,K)} 1/log2(i+2)
   MRR       = 1 / (1 + #items scored strictly above u's best-scored relevant item)
 each averaged over users. MRR uses the full ranking, not a cut-off.
+
+Models with ID embeddings are scored the same way: each user's query is the folded user
+tower over (pretrained user vector, the user's vocabulary row), each catalogue item's
+embedding the item tower over (item vector, the item's vocabulary row). Users outside the
+user vocabulary cannot be scored by such a model, so they leave the evaluation for every
+method alike (counted in the protocol).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +39,9 @@ from finetower.user_vectors import DEFAULT_LAST_N
 from finetower.vectors import Vectors
 
 DEFAULT_KS = (10, 20, 50, 100)
+BASELINES = ("popularity", "pretrained")
 BLOCK_BYTES = 256 << 20  # one [batch_users, n_items] float32 score block + its masks
+EMBED_BATCH_ROWS = 65_536
 
 
 class Scorer(Protocol):
@@ -254,46 +262,135 @@ def _rows(ids: np.ndarray, index: dict[str, int]) -> np.ndarray:
     return np.array([index.get(str(i), -1) for i in uniq], dtype=np.int64)[inverse]
 
 
+def model_embeddings(
+    model: TwoTowerModel,
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    user_id_rows: np.ndarray | None = None,
+    item_id_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Folded queries `[n_users, dim]` and item embeddings `[n_items, dim]` of a model.
+
+    `query_i · item_j + model.output_bias` is the model's logit for the pair. A model with
+    ID embeddings needs `user_id_rows [n_users]` / `item_id_rows [n_items]`: each row's
+    index into the model's user / item vocabulary.
+    """
+    if not model.config.has_ids:
+        return folded_queries(model, user_vectors), item_embeddings(model, item_vectors)
+    for side, vectors, rows, n_ids in (
+        ("user", user_vectors, user_id_rows, model.config.user_ids),
+        ("item", item_vectors, item_id_rows, model.config.item_ids),
+    ):
+        expected = getattr(model.config, f"{side}_dim")
+        if model.config.use_vectors and vectors.shape[1] != expected:
+            raise DataError(
+                f"{side} vectors have size {vectors.shape[1]}, the model takes {expected}"
+            )
+        if n_ids and rows is None:
+            raise DataError(f"this model has {side} ID embeddings: pass each {side}'s id row")
+        if n_ids and len(rows) != len(vectors):
+            raise DataError(f"{len(rows)} {side} id rows for {len(vectors)} {side} vectors")
+        if n_ids and len(rows) and not 0 <= rows.min() <= rows.max() < n_ids:
+            raise DataError(f"{side} id rows must be in [0, {n_ids})")
+    model.eval()
+    return (
+        _id_tower_outputs(model.query_embedding, user_vectors, user_id_rows, model),
+        _id_tower_outputs(model.encode_items, item_vectors, item_id_rows, model),
+    )
+
+
+def _id_tower_outputs(
+    function, vectors: np.ndarray, id_rows: np.ndarray | None, model: TwoTowerModel
+) -> np.ndarray:
+    """`function(vectors, ids)` over `[n, d]` in bounded batches -> float32 `[n, dim]`.
+
+    `id_rows` None: that side has no ID embedding, the tower takes the vectors alone.
+    """
+    device = next(model.parameters()).device
+    output = np.empty((len(vectors), model.config.embedding_dim), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(vectors), EMBED_BATCH_ROWS):
+            stop = start + EMBED_BATCH_ROWS
+            # copies: the inputs may be read-only memory maps, which torch will not wrap
+            batch = torch.from_numpy(np.array(vectors[start:stop], np.float32)).to(device)
+            ids = None
+            if id_rows is not None:
+                ids = torch.from_numpy(np.array(id_rows[start:stop], np.int64)).to(device)
+            output[start : start + len(batch)] = function(batch, ids).float().cpu().numpy()
+    return output
+
+
+def _vocabulary_rows(ids: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:
+    """Row of each id in `vocabulary` (-1 where absent)."""
+    return _rows(np.asarray(ids, dtype=str), {str(key): row for row, key in enumerate(vocabulary)})
+
+
 def evaluate_models(
     item_vectors: Vectors,
     train: Interactions,
     test: Interactions,
     *,
     model: TwoTowerModel | None = None,
+    models: Mapping[str, TwoTowerModel] | None = None,
+    vocabularies: Mapping[str, Sequence[str]] | None = None,
     user_vectors: Vectors | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     last_n: int | None = DEFAULT_LAST_N,
-    baselines: Sequence[str] = ("popularity", "pretrained"),
+    baselines: Sequence[str] = BASELINES,
 ) -> dict[str, Any]:
-    """Full-corpus metrics of the model and the baselines under one protocol.
+    """Full-corpus metrics of each model and the baselines under one protocol.
 
     The catalogue is every item in `item_vectors`. A user's pretrained vector comes from
     `user_vectors` when given, else from their training history (mean of the last `last_n`).
+    `models` maps names to models (`model` alone is named "model"); the report has one entry
+    per name and baseline, and "protocol". Models with ID embeddings need `vocabularies`
+    (`{"user": ids, "item": ids}`, what their `user_id` / `item_id` rows stand for, as the
+    training data set's `user_vocab.txt` / `item_vocab.txt`); every catalogue item must be
+    in the item vocabulary.
     """
+    named = dict(models or {})
+    if model is not None:
+        if "model" in named:
+            raise ValueError("pass the model as `model` or as models['model'], not both")
+        named = {"model": model, **named}
+    unknown = set(baselines) - set(BASELINES)
+    clash = set(named) & {*BASELINES, "protocol"}
+    if unknown or clash:
+        raise ValueError(
+            f"unknown baseline(s) {sorted(unknown)}" if unknown else f"reserved names {clash}"
+        )
+    id_models = {name: m for name, m in named.items() if m.config.has_ids}
     item_rows = item_vectors.index()
     n_items = len(item_vectors)
     train_item_rows, test_item_rows = _rows(train.items, item_rows), _rows(test.items, item_rows)
     if user_vectors is not None:
-        user_index = user_vectors.index()
+        user_names = np.asarray(list(user_vectors.index()), dtype=str)
         pretrained_users = user_vectors.vectors
         has_vector = np.ones(len(pretrained_users), bool)
-        train_user_rows = _rows(train.users, user_index)
-        test_user_rows = _rows(test.users, user_index)
     else:
-        all_users = np.unique(np.concatenate([train.users, test.users]))
-        user_index = {u: row for row, u in enumerate(all_users.tolist())}
-        train_user_rows = _rows(train.users, user_index)
-        test_user_rows = _rows(test.users, user_index)
+        user_names = np.unique(np.concatenate([train.users, test.users]).astype(str))
+    user_index = {u: row for row, u in enumerate(user_names.tolist())}
+    train_user_rows = _rows(train.users, user_index)
+    test_user_rows = _rows(test.users, user_index)
+    if user_vectors is None:
         pretrained_users, has_vector = history_user_vectors(
             item_vectors.vectors,
             train_user_rows,
             train_item_rows,
             train.timestamps,
-            n_users=len(all_users),
+            n_users=len(user_names),
             last_n=last_n,
         )
     usable = (test_user_rows >= 0) & (test_item_rows >= 0)
     usable &= has_vector[np.maximum(test_user_rows, 0)]
+    id_rows = {}
+    not_in_vocabulary = 0
+    if id_models:
+        id_rows = _id_rows(id_models, vocabularies, user_names, item_vectors)
+    if any(m.config.user_ids for m in id_models.values()):
+        in_vocabulary = id_rows["user"][np.maximum(test_user_rows, 0)] >= 0
+        not_in_vocabulary = int((usable & ~in_vocabulary).sum())
+        usable &= in_vocabulary
     known_train = (train_user_rows >= 0) & (train_item_rows >= 0)
     args = (
         test_user_rows[usable],
@@ -307,14 +404,19 @@ def evaluate_models(
             "catalogue": n_items,
             "test_pairs": len(test),
             "test_pairs_unusable": int((~usable).sum()),
+            "test_pairs_user_not_in_vocabulary": not_in_vocabulary,
             "user_vectors": "file" if user_vectors is not None else f"history, last {last_n}",
             "excluded": "each user's training items",
         }
     }
-    if model is not None:
-        queries = folded_queries(model, pretrained_users)
-        items = item_embeddings(model, item_vectors.vectors)
-        report["model"] = ranking_metrics(DotScorer(queries, items), *args)
+    for name, scored in named.items():
+        # users outside the vocabulary are not evaluated: any row stands in for theirs
+        user_ids = np.maximum(id_rows["user"], 0) if scored.config.user_ids else None
+        item_ids = id_rows["item"] if scored.config.item_ids else None
+        queries, items = model_embeddings(
+            scored, pretrained_users, item_vectors.vectors, user_ids, item_ids
+        )
+        report[name] = ranking_metrics(DotScorer(queries, items), *args)
     if "pretrained" in baselines:
         report["pretrained"] = ranking_metrics(
             DotScorer(pretrained_users, item_vectors.vectors), *args
@@ -323,6 +425,37 @@ def evaluate_models(
         counts = np.bincount(train_item_rows[train_item_rows >= 0], minlength=n_items)
         report["popularity"] = ranking_metrics(PopularityScorer(counts), *args)
     return report
+
+
+def _id_rows(
+    id_models: Mapping[str, TwoTowerModel],
+    vocabularies: Mapping[str, Sequence[str]] | None,
+    user_names: np.ndarray,
+    item_vectors: Vectors,
+) -> dict[str, np.ndarray]:
+    """Each evaluated user's and catalogue item's vocabulary row; refuses a mismatch."""
+    if vocabularies is None or not {"user", "item"} <= set(vocabularies):
+        raise DataError(
+            f"{sorted(id_models)} have ID embeddings: pass vocabularies={{'user': ids, "
+            "'item': ids}} (the training data set's user_vocab.txt / item_vocab.txt)"
+        )
+    for name, id_model in id_models.items():
+        for side in ("user", "item"):
+            rows = getattr(id_model.config, f"{side}_ids")
+            if rows and rows != len(vocabularies[side]):
+                raise DataError(
+                    f"model {name!r} has {rows} {side} id rows, the {side} vocabulary "
+                    f"{len(vocabularies[side])} ids: it was trained on other data"
+                )
+    item_ids = list(item_vectors.index())
+    item_id_rows = _vocabulary_rows(item_ids, vocabularies["item"])
+    missing = np.flatnonzero(item_id_rows < 0)
+    if len(missing) and any(m.config.item_ids for m in id_models.values()):
+        raise DataError(
+            f"{len(missing)} catalogue items are not in the item vocabulary, e.g. "
+            f"{item_ids[missing[0]]!r}: the ID models cannot score them"
+        )
+    return {"user": _vocabulary_rows(user_names, vocabularies["user"]), "item": item_id_rows}
 
 
 def exact_top_k(

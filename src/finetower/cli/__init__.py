@@ -4,6 +4,7 @@ from finetower.cli import (  # noqa: F401  (registers commands)
     data,
     demo,
     model_tools,
+    report,
     retrieval,
     store,
     training,

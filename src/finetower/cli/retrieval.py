@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from finetower.artifacts import read_json
 from finetower.cli.app import command, print_json
+from finetower.dataset import SampleDataset
 from finetower.errors import DataError
 from finetower.evaluate import (
     DEFAULT_KS,
@@ -20,7 +22,7 @@ from finetower.evaluate import (
 from finetower.export import folded_queries, item_embeddings
 from finetower.index import load_index
 from finetower.recall import Recaller, build_item_index
-from finetower.runs import load_run
+from finetower.runs import CONFIG_FILE, load_run
 from finetower.user_vectors import DEFAULT_LAST_N
 from finetower.vectors import read_vectors
 
@@ -137,6 +139,20 @@ def recall_command(
         typer.echo(f"({result['unknown_history']} history ids have no pretrained vector)")
 
 
+def _run_vocabularies(run_dir: Path, data_dir: Path | None) -> dict[str, list[str]]:
+    """The vocabularies an ID model's id rows stand for: `data_dir`'s, else its training data's."""
+    if data_dir is None:
+        train_data = (read_json(run_dir / CONFIG_FILE).get("data") or {}).get("train")
+        if not train_data or not Path(train_data).is_dir():
+            raise DataError(
+                f"{run_dir} has ID embeddings and names no training data set to read its "
+                "vocabularies from; pass --vocab DATA_SET"
+            )
+        data_dir = Path(train_data)
+    samples = SampleDataset(data_dir)
+    return {side: samples.vocabulary(side) for side in ("user", "item")}
+
+
 @command("evaluate")
 def evaluate_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory of a trained model.")],
@@ -160,11 +176,23 @@ def evaluate_command(
     pointwise: Annotated[
         Path | None, typer.Option(help="Labelled samples (text format): AUC and log-loss.")
     ] = None,
+    vocab: Annotated[
+        Path | None,
+        typer.Option(
+            help="ID models: the data set whose user_vocab.txt / item_vocab.txt name the "
+            "id rows (default: the run's training data)."
+        ),
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Exact full-catalogue Recall/HitRate/NDCG@K and MRR, with baselines; ANN recall apart."""
     ks = parse_ks(k)
     model = load_run(run_dir)
+    vocabularies = None
+    if model.config.has_ids:
+        if pointwise is not None:
+            raise DataError("text samples carry no ids: --pointwise cannot score an ID model")
+        vocabularies = _run_vocabularies(run_dir, vocab)
     item_vectors = read_vectors(items)
     user_table = read_vectors(user_vectors) if user_vectors is not None else None
     chosen = [] if baselines == "none" else [b.strip() for b in baselines.split(",") if b.strip()]
@@ -176,6 +204,7 @@ def evaluate_command(
         read_interactions(train_data),
         read_interactions(test),
         model=model,
+        vocabularies=vocabularies,
         user_vectors=user_table,
         ks=ks,
         last_n=last_n or None,

@@ -196,7 +196,28 @@ def cached_conversion(
     return dataset
 
 
-class SampleDataset:
+class BatchSource:
+    """What training reads: `iter_chunks` in a (seed, epoch) order, cut into batches."""
+
+    def iter_chunks(self, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> Iterator[SampleChunk]:
+        raise NotImplementedError
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        start_batch: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> Iterator[Batch]:
+        """Yield batches of `batch_size` (the last may be smaller), from batch `start_batch`."""
+        chunks = self.iter_chunks(shuffle=shuffle, seed=seed, epoch=epoch)
+        return batches_from_chunks(chunks, batch_size, start_batch=start_batch, device=device)
+
+
+class SampleDataset(BatchSource):
     """A converted data set, memory-mapped; iterates batches without loading it whole."""
 
     def __init__(self, directory: str | Path) -> None:
@@ -267,20 +288,6 @@ class SampleDataset:
             window = SampleChunk.concat(parts)
             yield window.take(np.random.default_rng([seed, epoch, w]).permutation(len(window)))
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        epoch: int = 0,
-        start_batch: int = 0,
-        device: str | torch.device = "cpu",
-    ) -> Iterator[Batch]:
-        """Yield batches of `batch_size` (the last may be smaller), from batch `start_batch`."""
-        chunks = self.iter_chunks(shuffle=shuffle, seed=seed, epoch=epoch)
-        return batches_from_chunks(chunks, batch_size, start_batch=start_batch, device=device)
-
 
 def batches_from_chunks(
     chunks: Iterator[SampleChunk],
@@ -317,7 +324,7 @@ def _to_tensors(chunk: SampleChunk, device: str | torch.device) -> dict[str, tor
     }
 
 
-class TextStream:
+class TextStream(BatchSource):
     """A text sample file read as a stream (no conversion): chunks in file order,
     rows shuffled within each chunk. Slower per epoch than a converted data set, but
     needs no disk space; the order depends only on (seed, epoch), so runs resume."""
@@ -337,19 +344,6 @@ class TextStream:
 
     def num_batches(self, batch_size: int) -> int | None:
         return None if self.rows is None else -(-self.rows // batch_size)
-
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        epoch: int = 0,
-        start_batch: int = 0,
-        device: str | torch.device = "cpu",
-    ) -> Iterator[Batch]:
-        chunks = self.iter_chunks(shuffle=shuffle, seed=seed, epoch=epoch)
-        return batches_from_chunks(chunks, batch_size, start_batch=start_batch, device=device)
 
 
 Samples = SampleDataset | TextStream

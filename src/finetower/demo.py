@@ -8,6 +8,7 @@ an index and a few recalled items. Artifacts and a report land in `out_dir`.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,21 @@ def _source_and_target(movielens: Path | None, seed: int, world: dict | None):
     return f"MovieLens {path.name}, transfer split", split.source, split.target
 
 
+class Laps:
+    """Times the stages of a pipeline: `lap(name)` records the time since the last lap."""
+
+    def __init__(self, log=print) -> None:
+        self.log = log
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._clock
+        self._clock = now
+        self.log(f"  {name}: {self.seconds[name]:.1f} s")
+
+
 def run_demo(
     out_dir: str | Path = "finetower-demo",
     *,
@@ -76,33 +92,18 @@ def run_demo(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = now - clock
-        clock = now
-        log(f"  {name}: {seconds[name]:.1f} s")
+    lap = Laps(log)
+    seconds = lap.seconds
 
     description = prepare_data(out, movielens=movielens, seed=seed, world=world, log=log, lap=lap)
-    result = (
-        train(
-            out / "samples" / "train",
-            out / "run",
-            val_data=out / "samples" / "val",
-            config=TrainConfig(epochs=epochs, patience=2, seed=seed),
-            progress=progress,
-        )
-        if not (out / "run" / "model.safetensors").exists()
-        else None
-    )
-    model = result.model if result is not None else None
-    if model is None:
-        from finetower.runs import load_run
-
-        model = load_run(out / "run")
+    shutil.rmtree(out / "run", ignore_errors=True)  # a demo always trains afresh
+    model = train(
+        out / "samples" / "train",
+        out / "run",
+        val_data=out / "samples" / "val",
+        config=TrainConfig(epochs=epochs, patience=2, seed=seed),
+        progress=progress,
+    ).model
     lap("fine-tune the recipe")
 
     data = evaluation_data(out)

@@ -11,7 +11,6 @@ plots Recall@K.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from finetower.artifacts import atomic_path, read_json, write_json
 from finetower.dataset import SampleDataset
-from finetower.demo import evaluation_data, plot_recall, prepare_data
+from finetower.demo import Laps, evaluation_data, plot_recall, prepare_data
 from finetower.errors import ArtifactError
 from finetower.evaluate import evaluate_models
 from finetower.id_towers import IdTowers
@@ -95,15 +94,8 @@ def run_report(
     if runs.exists() and any(runs.iterdir()):
         raise ArtifactError(f"{runs} already holds trained runs; pick another --out")
     out.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = now - clock
-        clock = now
-        log(f"  {name}: {seconds[name]:.1f} s")
+    lap = Laps(log)
+    seconds = lap.seconds
 
     description = prepare_data(out, movielens=movielens, seed=seed, world=world, log=log, lap=lap)
     test_samples = SampleDataset(out / "samples" / "test")

@@ -6,6 +6,7 @@ from finetower.cli import (  # noqa: F401  (registers commands)
     model_tools,
     report,
     retrieval,
+    serve,
     store,
     training,
 )

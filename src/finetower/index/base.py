@@ -35,8 +35,19 @@ class ItemIndex(ABC):
     is_exact: ClassVar[bool]
 
     def __init__(self) -> None:
-        self.ids: list[str] = []
+        self.ids = []
         self.dim = 0
+
+    @property
+    def ids(self) -> list[str]:
+        """The item id of each row."""
+        return self._ids
+
+    @ids.setter
+    def ids(self, ids: list[str]) -> None:
+        self._ids = list(ids)
+        # built once: search maps rows to ids without copying the id list per query
+        self._id_of_row = np.asarray([*self._ids, None], dtype=object)  # row -1 -> None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -72,8 +83,7 @@ class ItemIndex(ABC):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top k item ids `[n, k]` (None where fewer found) and their inner products `[n, k]`."""
         rows, scores = self.search_rows(queries, k)
-        ids = np.asarray(self.ids + [None], dtype=object)[rows]  # row -1 -> None
-        return ids, scores
+        return self._id_of_row[rows], scores
 
     def save(
         self,

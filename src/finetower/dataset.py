@@ -282,11 +282,12 @@ class SampleDataset(BatchSource):
         order = np.random.default_rng([seed, epoch]).permutation(n_blocks)
         for w, first in enumerate(range(0, n_blocks, WINDOW_BLOCKS)):
             blocks = np.sort(order[first : first + WINDOW_BLOCKS])
-            parts = [
-                self.chunk(b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, self.rows)) for b in blocks
-            ]
-            window = SampleChunk.concat(parts)
-            yield window.take(np.random.default_rng([seed, epoch, w]).permutation(len(window)))
+            rows = np.concatenate(
+                [np.arange(b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, self.rows)) for b in blocks]
+            )
+            rows = rows[np.random.default_rng([seed, epoch, w]).permutation(len(rows))]
+            # one gather straight from the memory maps: the window's rows, shuffled
+            yield SampleChunk(**{FIELDS[n]: column[rows] for n, column in self.columns.items()})
 
 
 def batches_from_chunks(

@@ -11,6 +11,7 @@ import hashlib
 import math
 import mmap
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,20 +191,25 @@ def _parse_slowly(
     return np.stack(good) if good else np.empty((0, n_fields), dtype=np.float32)
 
 
-def _parse_chunk(
+def _read_table(chunk: bytes, n_fields: int) -> pa.Table | None:
+    """pyarrow's parse of a chunk of whole lines, or None when some line is malformed."""
+    read, parse, convert = _arrow_options(n_fields)
+    try:
+        return pacsv.read_csv(pa.BufferReader(pa.py_buffer(chunk)), read, parse, convert)
+    except pa.ArrowInvalid:
+        return None
+
+
+def _chunk_rows(
     chunk: bytes,
+    table: pa.Table | None,
     first_line: int,
     n_fields: int,
     path: Path,
     bad: BadLines | None,
     binary_labels: bool,
 ) -> tuple[np.ndarray, int]:
-    """Return (rows, lines in the chunk); `chunk` holds whole lines, each ending in newline."""
-    read, parse, convert = _arrow_options(n_fields)
-    try:
-        table = pacsv.read_csv(pa.BufferReader(pa.py_buffer(chunk)), read, parse, convert)
-    except pa.ArrowInvalid:
-        table = None
+    """Return (rows, lines in the chunk): the parsed table checked, or the slow path."""
     if table is not None:
         rows = _table_to_rows(table)
         if _check_rows(rows, binary_labels) is None:
@@ -211,6 +217,17 @@ def _parse_chunk(
             return rows, len(rows)
     rows = _parse_slowly(chunk, first_line, n_fields, path, bad, binary_labels)
     return rows, chunk.count(b"\n")
+
+
+def _chunks(mapped: mmap.mmap, chunk_bytes: int) -> Iterator[bytes]:
+    """Copies of about `chunk_bytes` of whole lines, each ending in a newline."""
+    size, start = len(mapped), 0
+    while start < size:
+        end = mapped.find(b"\n", min(start + chunk_bytes, size) - 1)
+        end = size if end < 0 else end + 1
+        chunk = mapped[start:end]  # a copy: no view may outlive the mapping
+        yield chunk if chunk.endswith(b"\n") else chunk + b"\n"
+        start = end
 
 
 def iter_text_chunks(
@@ -243,24 +260,30 @@ def iter_text_chunks(
     user_dim, item_dim = split_dims(n_fields, user_dim, path)
     bad = (bad_lines if bad_lines is not None else BadLines()) if skip_bad_lines else None
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        size = len(mapped)
         if digest is not None:
             digest.update(mapped)
-        start, next_line = 0, 1
-        while start < size:
-            end = mapped.find(b"\n", min(start + chunk_bytes, size) - 1)
-            end = size if end < 0 else end + 1
-            chunk = mapped[start:end]  # a copy: no view may outlive the mapping
-            if not chunk.endswith(b"\n"):
-                chunk += b"\n"
-            rows, n_lines = _parse_chunk(chunk, next_line, n_fields, path, bad, binary_labels)
-            start, next_line = end, next_line + n_lines
-            if len(rows):
-                yield SampleChunk(
-                    labels=rows[:, 0].copy(),
-                    users=rows[:, 1 : 1 + user_dim],
-                    items=rows[:, 1 + user_dim :],
+        next_line = 1
+        # pyarrow parses the next chunk (without the GIL) while this thread turns the
+        # current one into checked row-major arrays
+        with ThreadPoolExecutor(max_workers=1) as parser:
+            chunks = _chunks(mapped, chunk_bytes)
+            chunk = next(chunks, None)
+            pending = parser.submit(_read_table, chunk, n_fields) if chunk is not None else None
+            while chunk is not None:
+                table = pending.result()
+                following = next(chunks, None)
+                if following is not None:
+                    pending = parser.submit(_read_table, following, n_fields)
+                rows, n_lines = _chunk_rows(
+                    chunk, table, next_line, n_fields, path, bad, binary_labels
                 )
+                chunk, next_line = following, next_line + n_lines
+                if len(rows):
+                    yield SampleChunk(
+                        labels=rows[:, 0].copy(),
+                        users=rows[:, 1 : 1 + user_dim],
+                        items=rows[:, 1 + user_dim :],
+                    )
 
 
 def read_text_samples(

@@ -60,6 +60,7 @@ class TrainConfig:
     temperature: float = 1.0
     logq: bool = True
     normalize: bool = False
+    threads: int | None = None  # CPU threads; None: auto_threads(batch_size)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -81,6 +82,19 @@ class TrainConfig:
         ratio = self.batch_size / BASE_BATCH_SIZE
         scale = {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[self.lr_rule]
         return self.lr * scale
+
+
+SMALL_BATCH = 1024
+
+
+def auto_threads(batch_size: int) -> int:
+    """CPU threads for a training step: 1 for small batches, else all of torch's.
+
+    The recipe's matrices are tiny: at batch 128 one thread ran 93k samples/s and two
+    77k (thread hand-off costs more than it saves); at 4096 two threads ran 575k and one
+    392k (benchmarks/bench_train.py, 2 cores).
+    """
+    return 1 if batch_size <= SMALL_BATCH else torch.get_num_threads()
 
 
 @dataclass
@@ -197,6 +211,19 @@ def _run(
 ) -> TrainResult:
     config = TrainConfig(**spec["train_config"])
     device = resolve_device(config.device)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(config.threads or auto_threads(config.batch_size))
+    try:
+        return _run_with_threads(
+            run_dir, spec, train_samples, checkpoint, progress, on_step, config, device
+        )
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_with_threads(
+    run_dir, spec, train_samples, checkpoint, progress, on_step, config, device
+) -> TrainResult:
     val_samples = (
         open_samples(
             spec["val"],

@@ -71,6 +71,9 @@ def train_command(
     activation: str = "relu",
     dropout: float = 0.0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads (default: 1 up to batch 1024, else all).")
+    ] = None,
     text_mode: Annotated[
         str, typer.Option(help="Text input: convert (cached by checksum) | stream.")
     ] = "convert",
@@ -109,6 +112,7 @@ def train_command(
                 seed=seed,
                 checkpoint_every=checkpoint_every,
                 device=device,
+                threads=threads,
                 text_mode=text_mode,
                 skip_bad_lines=skip_bad_lines,
                 loss=loss,

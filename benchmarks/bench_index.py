@@ -106,6 +106,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=None)
     parser.add_argument("--eval-users", type=int, default=None)
     parser.add_argument(
+        "--backends",
+        default="flat,hnsw,hnsw-ip,ivf",
+        help="comma-separated: flat, hnsw (default metric), hnsw-ip, ivf",
+    )
+    parser.add_argument(
         "--data",
         choices=("folded", "clusters"),
         default="folded",
@@ -167,12 +172,13 @@ def main() -> None:
     print(f"numpy matmul+argpartition (1 thread): {n_numpy / numpy_s:,.0f} q/s")
 
     results = []
-    configs = [
-        ("flat", {}),
-        ("hnsw", {}),
-        ("hnsw", {"metric": "ip"}),
-        ("ivf", {}),
-    ]
+    known = {
+        "flat": ("flat", {}),
+        "hnsw": ("hnsw", {}),
+        "hnsw-ip": ("hnsw", {"metric": "ip"}),
+        "ivf": ("ivf", {}),
+    }
+    configs = [known[name] for name in args.backends.split(",")]
     for backend, params in configs:
         faiss.omp_set_num_threads(threads)
         index, build_s = timed(make_index(backend, **params).build, items)

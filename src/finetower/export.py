@@ -50,6 +50,17 @@ def _apply_in_batches(
     return output
 
 
+def _run_tower(
+    model: TwoTowerModel, side: str, function, vectors: np.ndarray, batch_rows: int, source
+) -> np.ndarray:
+    _check_vectors_only(model)
+    expected = model.config.user_dim if side == "user" else model.config.item_dim
+    _check_dim(vectors, expected, side, source)
+    model.eval()
+    device = next(model.parameters()).device
+    return _apply_in_batches(function, vectors, model.config.embedding_dim, batch_rows, device)
+
+
 def item_embeddings(
     model: TwoTowerModel,
     item_vectors: np.ndarray,
@@ -58,13 +69,7 @@ def item_embeddings(
     source: str | Path | None = None,
 ) -> np.ndarray:
     """Item tower outputs `[n_items, dim]` float32 for `item_vectors [n_items, item_dim]`."""
-    _check_vectors_only(model)
-    _check_dim(item_vectors, model.config.item_dim, "item", source)
-    device = next(model.parameters()).device
-    model.eval()
-    return _apply_in_batches(
-        model.encode_items, item_vectors, model.config.embedding_dim, batch_rows, device
-    )
+    return _run_tower(model, "item", model.encode_items, item_vectors, batch_rows, source)
 
 
 def folded_queries(
@@ -78,13 +83,7 @@ def folded_queries(
 
     `folded_queries(u) @ item_embeddings(v).T + model.output_bias` equals the model's logits.
     """
-    _check_vectors_only(model)
-    _check_dim(user_vectors, model.config.user_dim, "user", source)
-    device = next(model.parameters()).device
-    model.eval()
-    return _apply_in_batches(
-        model.query_embedding, user_vectors, model.config.embedding_dim, batch_rows, device
-    )
+    return _run_tower(model, "user", model.query_embedding, user_vectors, batch_rows, source)
 
 
 def user_embeddings(
@@ -95,10 +94,4 @@ def user_embeddings(
     source: str | Path | None = None,
 ) -> np.ndarray:
     """Raw user tower outputs `[n_users, dim]` (not folded: not for retrieval by dot product)."""
-    _check_vectors_only(model)
-    _check_dim(user_vectors, model.config.user_dim, "user", source)
-    device = next(model.parameters()).device
-    model.eval()
-    return _apply_in_batches(
-        model.encode_users, user_vectors, model.config.embedding_dim, batch_rows, device
-    )
+    return _run_tower(model, "user", model.encode_users, user_vectors, batch_rows, source)

@@ -243,7 +243,6 @@ def _run_with_threads(
             f"vectors {train_samples.user_dim}/{train_samples.item_dim}",
             spec["val"],
         )
-
     if config.loss == "softmax":
         objective = InBatchSoftmax.fit(
             train_samples,
@@ -267,88 +266,39 @@ def _run_with_threads(
         if val_samples is not None and vocabularies(val_samples, spec["val"]) != vocab:
             raise DataError("validation ids differ from training ids", spec["val"])
         init_report = initialise(model, id_towers, vocab, config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.effective_lr)
-    state = TrainingState()
-    best_model: dict[str, torch.Tensor] | None = None
-    metrics = StreamingMetrics()
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint.model)
-        optimizer.load_state_dict(checkpoint.optimizer)
-        state = checkpoint.state
-        best_model = checkpoint.best_model
-        torch.set_rng_state(checkpoint.tensors["torch_rng"])
-        metrics.load_state(state.metric_sums, checkpoint.tensors)
 
+    trainer = _Trainer(run_dir, model, objective, config, device, progress, on_step)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
     from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
-    writer = SummaryWriter(log_dir=str(run_dir / "logs"), purge_step=state.step or None)
-
-    def take_checkpoint() -> None:
-        sums, tensors = metrics.state()
-        state.metric_sums = sums
-        save_checkpoint(
-            run_dir,
-            Checkpoint(
-                state=state,
-                model=model.state_dict(),
-                best_model=best_model,
-                optimizer=optimizer.state_dict(),
-                tensors={"torch_rng": torch.get_rng_state(), **tensors},
-            ),
-        )
-
-    epoch_seconds: list[float] = []
+    trainer.writer = SummaryWriter(
+        log_dir=str(run_dir / "logs"), purge_step=trainer.state.step or None
+    )
     try:
-        while state.epoch < config.epochs and not state.stopped_early:
+        while trainer.state.epoch < config.epochs and not trainer.state.stopped_early:
             if id_towers is not None:
-                set_frozen(model, state.epoch < id_towers.freeze_epochs)
-            started = time.perf_counter()
-            _train_epoch(
-                model,
-                objective,
-                optimizer,
-                train_samples,
-                config,
-                state,
-                metrics,
-                device,
-                writer,
-                take_checkpoint,
-                progress,
-                on_step,
-            )
-            epoch_seconds.append(time.perf_counter() - started)
-            samples_per_second = metrics.count / epoch_seconds[-1]
-            entry = {k: float(v) for k, v in metrics.as_dict().items()}
+                set_frozen(model, trainer.state.epoch < id_towers.freeze_epochs)
+            trainer.train_epoch(train_samples)
+            entry = trainer.metrics.as_dict()
             if val_samples is not None:
-                val_metrics = evaluate_samples(
-                    model, val_samples, config.batch_size, device, val_objective
-                )
-                entry.update(val_metrics.as_dict("val_"))
-            state.history.append(entry)
-            for name, value in entry.items():
-                writer.add_scalar(f"epoch/{name}", value, state.epoch)
-            best_model = _early_stopping(model, state, entry, config, best_model)
-            if progress:
-                tqdm.write(
-                    f"epoch {state.epoch + 1}/{config.epochs}: "
-                    + "  ".join(f"{k} {v:.4f}" for k, v in entry.items())
-                )
-            state.epoch, state.batch = state.epoch + 1, 0
-            metrics = StreamingMetrics()
-            take_checkpoint()
+                val = evaluate_samples(model, val_samples, config.batch_size, device, val_objective)
+                entry.update(val.as_dict("val_"))
+            trainer.end_epoch({k: float(v) for k, v in entry.items()})
     finally:
-        writer.close()
+        trainer.writer.close()
 
-    if best_model is not None:
-        model.load_state_dict(best_model)
+    state = trainer.state
+    if trainer.best_model is not None:
+        model.load_state_dict(trainer.best_model)
+    seconds = trainer.epoch_seconds
     extra = {
         "training": {
             "epochs_run": len(state.history),
             "best_epoch": state.best_epoch,
             "stopped_early": state.stopped_early,
             "effective_lr": config.effective_lr,
-            "samples_per_second": samples_per_second if epoch_seconds else None,
+            "samples_per_second": trainer.epoch_samples[-1] / seconds[-1] if seconds else None,
             **{k: v for k, v in asdict(config).items() if k != "device"},
         },
         "data": {"train": spec["train"], "val": spec["val"]},
@@ -363,90 +313,137 @@ def _run_with_threads(
         fingerprint,
         state.best_epoch,
         state.stopped_early,
-        {"epoch_seconds": epoch_seconds},
+        {"epoch_seconds": seconds},
     )
 
 
-def _train_epoch(
-    model,
-    objective,
-    optimizer,
-    samples,
-    config,
-    state,
-    metrics,
-    device,
-    writer,
-    take_checkpoint,
-    progress,
-    on_step,
-) -> None:
-    model.train()
-    total = samples.num_batches(config.batch_size)
-    bar = tqdm(
-        total=total,
-        initial=state.batch,
-        disable=not progress,
-        unit="batch",
-        desc=f"epoch {state.epoch + 1}/{config.epochs}",
-        leave=False,
-        mininterval=0.5,
-    )
-    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
+class _Trainer:
+    """The loop's moving parts: model, optimizer, position, metrics, early stopping,
+    checkpoints. One epoch at a time; everything it holds is in a checkpoint."""
 
-    def flush() -> None:
-        if not pending:
+    def __init__(self, run_dir, model, objective, config, device, progress, on_step) -> None:
+        self.run_dir, self.model, self.objective = run_dir, model, objective
+        self.config, self.device, self.progress, self.on_step = config, device, progress, on_step
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.effective_lr)
+        self.state = TrainingState()
+        self.metrics = StreamingMetrics()
+        self.best_model: dict[str, torch.Tensor] | None = None
+        self.writer = None
+        self.epoch_seconds: list[float] = []
+        self.epoch_samples: list[int] = []
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.model.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.state = checkpoint.state
+        self.best_model = checkpoint.best_model
+        torch.set_rng_state(checkpoint.tensors["torch_rng"])
+        self.metrics.load_state(self.state.metric_sums, checkpoint.tensors)
+
+    def checkpoint(self) -> None:
+        sums, tensors = self.metrics.state()
+        self.state.metric_sums = sums
+        save_checkpoint(
+            self.run_dir,
+            Checkpoint(
+                state=self.state,
+                model=self.model.state_dict(),
+                best_model=self.best_model,
+                optimizer=self.optimizer.state_dict(),
+                tensors={"torch_rng": torch.get_rng_state(), **tensors},
+            ),
+        )
+
+    def train_epoch(self, samples: Samples) -> None:
+        """Run the rest of the current epoch, from the batch the state points at."""
+        model, state, config, metrics = self.model, self.state, self.config, self.metrics
+        started, first_batch = time.perf_counter(), state.batch
+        model.train()
+        bar = tqdm(
+            total=samples.num_batches(config.batch_size),
+            initial=state.batch,
+            disable=not self.progress,
+            unit="batch",
+            desc=f"epoch {state.epoch + 1}/{config.epochs}",
+            leave=False,
+            mininterval=0.5,
+        )
+        # metrics are folded in every METRICS_EVERY steps: the hot loop only appends
+        pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            logits = torch.cat([p[0] for p in pending])
+            labels = torch.cat([p[1] for p in pending])
+            loss_sum = float(torch.stack([p[2] for p in pending]).sum())
+            metrics.update(logits, labels, loss_sum, sum(p[3] for p in pending))
+            bar.update(len(pending))
+            pending.clear()
+            bar.set_postfix(
+                loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.4f}", refresh=False
+            )
+            self.writer.add_scalar("batch/loss", metrics.loss, state.step)
+
+        batches = samples.batches(
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            epoch=state.epoch,
+            start_batch=state.batch,
+            device=self.device,
+        )
+        for batch in batches:
+            loss, logits, terms = self.objective(model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            pending.append((logits.detach(), batch.labels, loss.detach() * terms, terms))
+            state.batch += 1
+            state.step += 1
+            if len(pending) >= METRICS_EVERY:
+                flush()
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                flush()
+                self.checkpoint()
+            if self.on_step is not None:
+                self.on_step(state)
+        flush()
+        bar.close()
+        if metrics.count == 0:
+            raise DataError("the training data holds no samples")
+        self.epoch_seconds.append(time.perf_counter() - started)
+        self.epoch_samples.append((state.batch - first_batch) * config.batch_size)
+
+    def end_epoch(self, entry: dict[str, float]) -> None:
+        """Record the epoch, apply early stopping, move to the next epoch, checkpoint."""
+        state = self.state
+        state.history.append(entry)
+        for name, value in entry.items():
+            self.writer.add_scalar(f"epoch/{name}", value, state.epoch)
+        self._early_stopping(entry)
+        if self.progress:
+            tqdm.write(
+                f"epoch {state.epoch + 1}/{self.config.epochs}: "
+                + "  ".join(f"{k} {v:.4f}" for k, v in entry.items())
+            )
+        state.epoch, state.batch = state.epoch + 1, 0
+        self.metrics = StreamingMetrics()
+        self.checkpoint()
+
+    def _early_stopping(self, entry: dict[str, float]) -> None:
+        """Keras' EarlyStopping(monitor='val_loss', patience, restore_best_weights=True)."""
+        state = self.state
+        monitored = entry.get("val_loss", entry["loss"])
+        if state.best_val_loss is None or monitored < state.best_val_loss:
+            state.best_val_loss = monitored
+            state.best_epoch = state.epoch
+            state.epochs_without_improvement = 0
+            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             return
-        logits = torch.cat([p[0] for p in pending])
-        labels = torch.cat([p[1] for p in pending])
-        loss_sum = float(torch.stack([p[2] for p in pending]).sum())
-        metrics.update(logits, labels, loss_sum, sum(p[3] for p in pending))
-        bar.update(len(pending))
-        pending.clear()
-        bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.4f}", refresh=False)
-        writer.add_scalar("batch/loss", metrics.loss, state.step)
-
-    batches = samples.batches(
-        config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        epoch=state.epoch,
-        start_batch=state.batch,
-        device=device,
-    )
-    for batch in batches:
-        loss, logits, terms = objective(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        pending.append((logits.detach(), batch.labels, loss.detach() * terms, terms))
-        state.batch += 1
-        state.step += 1
-        if len(pending) >= METRICS_EVERY:
-            flush()
-        if config.checkpoint_every and state.step % config.checkpoint_every == 0:
-            flush()
-            take_checkpoint()
-        if on_step is not None:
-            on_step(state)
-    flush()
-    bar.close()
-    if metrics.count == 0:
-        raise DataError("the training data holds no samples")
-
-
-def _early_stopping(model, state, entry, config, best_model):
-    """Keras' EarlyStopping(monitor='val_loss', patience, restore_best_weights=True)."""
-    monitored = entry.get("val_loss", entry["loss"])
-    if state.best_val_loss is None or monitored < state.best_val_loss:
-        state.best_val_loss = monitored
-        state.best_epoch = state.epoch
-        state.epochs_without_improvement = 0
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-    state.epochs_without_improvement += 1
-    if state.epochs_without_improvement >= config.patience:
-        state.stopped_early = True
-    return best_model
+        state.epochs_without_improvement += 1
+        if state.epochs_without_improvement >= self.config.patience:
+            state.stopped_early = True
 
 
 @torch.no_grad()

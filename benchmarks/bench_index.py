@@ -43,7 +43,7 @@ def folded_like(n_items: int, n_queries: int, dim: int = 64, clusters: int = 100
 
 def tower_folded(n_items: int, n_queries: int, seed: int = 0):
     """Real folded two-tower embeddings: the recipe trained on a synthetic world, its item
-    tower over `n_items` vectors drawn around the pretrained item2vec vectors, its folded
+    tower over `n_items` vectors drawn around mixes of the pretrained item2vec vectors, its folded
     user side over means of 5 random items (what a history gives)."""
     import tempfile
 
@@ -80,7 +80,10 @@ def tower_folded(n_items: int, n_queries: int, seed: int = 0):
     items = np.empty((n_items, model.config.embedding_dim), np.float32)
     for start in range(0, n_items, 200_000):  # bounded temporaries
         n = min(200_000, n_items - start)
-        drawn = pretrained[rng.integers(0, len(pretrained), n)]
+        # a catalogue larger than the world's: each item near a random mix of 3 pretrained
+        # items (so 1M items spread out instead of piling onto 1,000 near-duplicates)
+        mix = rng.dirichlet(np.ones(3), size=n).astype(np.float32)
+        drawn = np.einsum("nk,nkd->nd", mix, pretrained[rng.integers(0, len(pretrained), (n, 3))])
         items[start : start + n] = item_embeddings(
             model, drawn + scale * rng.normal(size=drawn.shape)
         )

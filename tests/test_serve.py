@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -336,3 +338,29 @@ def test_bad_requests_are_refused_by_field_and_the_key_is_required(world):
 def test_a_wrong_index_directory_is_refused_at_creation(tmp_path):
     with pytest.raises(ArtifactError, match="not a finetower index"):
         create_app(tmp_path)
+
+
+def test_the_serve_command_binds_loopback_and_answers(world):
+    with socket.socket() as probe:  # a free port for the subprocess (it binds it itself)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    index = str(index_dir(world, "a"))
+    command = [sys.executable, "-m", "finetower.cli", "serve", "--index", index,
+               "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
+
+            def ready():
+                assert process.poll() is None, process.stderr.read().decode()
+                try:
+                    return client.get("/health").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            until(ready, "`finetower serve` to answer /health", deadline_s=60)
+            answer = client.post("/recall", json={"history": ["m1", "m5"], "k": 3}).json()
+        assert answer["model"] == world["fp"]["a"] and len(answer["items"]) == 3
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

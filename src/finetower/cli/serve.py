@@ -14,7 +14,9 @@ from finetower.user_vectors import DEFAULT_LAST_N
 
 @command("serve")
 def serve_command(
-    index_dir: Annotated[Path, typer.Argument(help="Index directory from `finetower index`.")],
+    index_dir: Annotated[
+        Path, typer.Option("--index", help="Index directory from `finetower index`.")
+    ],
     redis_url: Annotated[
         str | None,
         typer.Option("--redis", help="Follow the store's current version at this Redis URL."),

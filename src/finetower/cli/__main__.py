@@ -1,0 +1,5 @@
+"""`python -m finetower.cli`: the same as the `finetower` command."""
+
+from finetower.cli import app
+
+app()

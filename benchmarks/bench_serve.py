@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -172,6 +174,37 @@ async def open_loop(url: str, bodies: list[dict], rate: float) -> tuple[float, l
     return len(bodies) / wall, latencies
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+math.randomseed(7)
+request = function()
+  local h = {}
+  for i = 1, HISTORY do h[i] = '"' .. tostring(math.random(0, ITEMS - 1)) .. '"' end
+  local body = '{"history": [' .. table.concat(h, ",") .. '], "k": 50, "exclude_seen": true}'
+  return wrk.format(nil, "/recall", nil, body)
+end
+"""
+
+
+def wrk_load(url: str, n_items: int, history: int, connections: int, seconds: int) -> str:
+    """A C load generator (Debian's wrk): the Python client above saturates the shared cores
+    long before the server does. Closed loop over `connections`, bounded by `seconds`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT.replace("HISTORY", str(history)).replace("ITEMS", str(n_items)))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout  # fmt: skip
+    os.unlink(script.name)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)
+    latency = {p: re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1) for p in ("50", "90", "99")}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed = f", {errors.group(1)} failed" if errors else ""
+    return (f"{float(rate):7.0f} req/s  p50 {latency['50']}  p90 {latency['90']}  "
+            f"p99 {latency['99']}{failed}")  # fmt: skip
+
+
 def measure(index_dir: Path, redis_url: str, mode: str, args: argparse.Namespace, levels) -> None:
     """Start `finetower serve --redis` with `--history-vectors mode`, load it, print figures."""
     port = free_port()
@@ -197,6 +230,13 @@ def measure(index_dir: Path, redis_url: str, mode: str, args: argparse.Namespace
                 print(f"  {kind:<11} concurrency {concurrency:>3}: "
                       f"{throughput:7.0f} req/s  {percentiles(latencies)}"
                       f"{server_mean(url, before)}")  # fmt: skip
+        if shutil.which("wrk"):
+            print("wrk (C, one thread), 10 s per level, histories, k 50:")
+            for connections in (1, 2, 4):
+                line = wrk_load(url, args.items, args.history, connections, 10)
+                print(f"  connections {connections}: {line}")
+        else:
+            print("wrk not found (apt-get install wrk): skipping the C load generator")
         bodies = load.bodies(args.requests, "history")
         before = server_time(url)
         achieved, latencies = asyncio.run(open_loop(url, bodies, args.rate))

@@ -35,7 +35,7 @@ from finetower.export import folded_queries, item_embeddings
 from finetower.index import ItemIndex
 from finetower.metrics import roc_auc
 from finetower.model import TwoTowerModel
-from finetower.user_vectors import DEFAULT_LAST_N
+from finetower.user_vectors import DEFAULT_LAST_N, mean_of_last
 from finetower.vectors import Vectors
 
 DEFAULT_KS = (10, 20, 50, 100)
@@ -201,20 +201,11 @@ def history_user_vectors(
         order_keys.append(np.asarray(timestamps)[known])
     order = np.lexsort([*order_keys, users])  # by user, then time, then input order
     users, items = users[order], items[order]
-    counts = np.bincount(users, minlength=n_users)
-    group_end = np.cumsum(counts)[users]
-    keep = (
-        np.ones(len(users), bool)
-        if last_n is None
-        else (group_end - np.arange(len(users)) <= last_n)
-    )
-    sums = torch.zeros((n_users, item_vectors.shape[1]), dtype=torch.float64)
-    sums.index_add_(
-        0, torch.from_numpy(users[keep]), torch.from_numpy(item_vectors[items[keep]]).double()
-    )
-    kept = np.bincount(users[keep], minlength=n_users)
-    has_vector = kept > 0
-    vectors = (sums / torch.from_numpy(np.maximum(kept, 1))[:, None]).float().numpy()
+    groups = np.arange(n_users)
+    starts = np.searchsorted(users, groups, side="left")
+    ends = np.searchsorted(users, groups, side="right")
+    vectors = mean_of_last(item_vectors, items, starts, ends, last_n=last_n)
+    has_vector = ends > starts
     return vectors, has_vector
 
 

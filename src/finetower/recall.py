@@ -21,6 +21,7 @@ from finetower.artifacts import file_sha256
 from finetower.errors import ArtifactError, DataError
 from finetower.export import folded_queries, item_embeddings
 from finetower.index import ItemIndex, load_index, make_index, read_manifest
+from finetower.model import TwoTowerModel
 from finetower.runs import CONFIG_FILE, MODEL_FILE, load_run, run_fingerprint
 from finetower.user_vectors import DEFAULT_LAST_N, user_vector
 from finetower.vectors import Vectors, read_vectors
@@ -64,6 +65,26 @@ def build_item_index(
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+
+
+def top_items(
+    model: TwoTowerModel,
+    index: ItemIndex,
+    vector: np.ndarray,
+    k: int,
+    exclude: set[str] | frozenset = frozenset(),
+) -> list[dict[str, Any]]:
+    """The k best items `[{"id", "score"}]` for a pretrained user vector `[user_dim]`:
+    folded query -> index -> the model's probability; ids in `exclude` dropped."""
+    vector = np.array(vector, np.float32).reshape(1, -1)  # a copy: inputs may be read-only
+    ids, scores = index.search(folded_queries(model, vector), k + len(exclude))
+    probabilities = _sigmoid(scores[0].astype(np.float64) + model.output_bias)
+    items = [
+        {"id": item, "score": float(p)}
+        for item, p in zip(ids[0], probabilities, strict=True)
+        if item is not None and item not in exclude
+    ]
+    return items[:k]
 
 
 class Recaller:
@@ -148,13 +169,5 @@ class Recaller:
         self, vector: np.ndarray, k: int = 10, *, exclude: set[str] | frozenset = frozenset()
     ) -> dict[str, Any]:
         """Top k for a pretrained user vector `[user_dim]`, dropping ids in `exclude`."""
-        vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        query = folded_queries(self.model, vector)
-        ids, scores = self.index.search(query, k + len(exclude))
-        probabilities = _sigmoid(scores[0].astype(np.float64) + self.model.output_bias)
-        items = [
-            {"id": item, "score": float(p)}
-            for item, p in zip(ids[0], probabilities, strict=True)
-            if item is not None and item not in exclude
-        ][:k]
+        items = top_items(self.model, self.index, vector, k, exclude)
         return {"items": items, "model": self.fingerprint}

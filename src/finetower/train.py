@@ -357,7 +357,7 @@ class _Trainer:
     def train_epoch(self, samples: Samples) -> None:
         """Run the rest of the current epoch, from the batch the state points at."""
         model, state, config, metrics = self.model, self.state, self.config, self.metrics
-        started, first_batch = time.perf_counter(), state.batch
+        started, seen = time.perf_counter(), 0
         model.train()
         bar = tqdm(
             total=samples.num_batches(config.batch_size),
@@ -399,6 +399,7 @@ class _Trainer:
             loss.backward()
             self.optimizer.step()
             pending.append((logits.detach(), batch.labels, loss.detach() * terms, terms))
+            seen += len(batch)
             state.batch += 1
             state.step += 1
             if len(pending) >= METRICS_EVERY:
@@ -413,7 +414,7 @@ class _Trainer:
         if metrics.count == 0:
             raise DataError("the training data holds no samples")
         self.epoch_seconds.append(time.perf_counter() - started)
-        self.epoch_samples.append((state.batch - first_batch) * config.batch_size)
+        self.epoch_samples.append(seen)
 
     def end_epoch(self, entry: dict[str, float]) -> None:
         """Record the epoch, apply early stopping, move to the next epoch, checkpoint."""

@@ -41,11 +41,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from finetower.errors import ArtifactError
-from finetower.export import folded_queries
 from finetower.index import ItemIndex, load_index, make_index, read_manifest
 from finetower.index.base import IDS_FILE
 from finetower.model import TwoTowerModel
-from finetower.recall import RUN_COPY, Recaller
+from finetower.recall import RUN_COPY, Recaller, top_items
 from finetower.runs import CONFIG_FILE, load_run, run_fingerprint
 from finetower.serve.metrics import Metrics
 from finetower.store import (
@@ -129,26 +128,11 @@ class Snapshot:
     store_users: bool = False  # the store version holds user vectors
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # as Recaller: overflow-free logistic
-
-
 def top_k(
     snapshot: Snapshot, vector: np.ndarray, k: int, exclude: set[str] | frozenset = frozenset()
 ) -> list[dict[str, Any]]:
     """The k best items for a pretrained user vector `[user_dim]`, as `Recaller` ranks them."""
-    vector = np.array(vector, np.float32).reshape(1, -1)  # a copy: store lookups are read-only
-    query = folded_queries(snapshot.model, vector)
-    # rows, not `search`: its row -> id mapping copies all ids per call (~40 ms at 1M items)
-    rows, scores = snapshot.index.search_rows(query, k + len(exclude))
-    probabilities = _sigmoid(scores[0].astype(np.float64) + snapshot.model.output_bias)
-    ids = snapshot.index.ids
-    items = [
-        {"id": ids[row], "score": float(p)}
-        for row, p in zip(rows[0].tolist(), probabilities, strict=True)
-        if row >= 0 and ids[row] not in exclude
-    ]
-    return items[:k]
+    return top_items(snapshot.model, snapshot.index, vector, k, exclude)
 
 
 class RecallService:

@@ -27,7 +27,7 @@ from finetower.generate import write_generated_text
 from finetower.metrics import roc_auc
 from finetower.model import TwoTowerModel
 from finetower.textformat import iter_text_chunks, read_text_samples
-from finetower.train import TrainConfig, auto_threads, train
+from finetower.train import TrainConfig, adam, auto_threads, train
 
 THREADS = torch.get_num_threads()
 
@@ -67,7 +67,7 @@ def bare_loop(train_rows, val, batch_size: int, lr: float, epochs: int = 1):
     torch.set_num_threads(auto_threads(batch_size))
     torch.manual_seed(0)
     model = TwoTowerModel()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model.parameters(), lr)
     users, items = torch.from_numpy(train_rows.users), torch.from_numpy(train_rows.items)
     labels = torch.from_numpy(train_rows.labels)
     started = time.perf_counter()
@@ -91,7 +91,7 @@ def recipe_end_to_end(train_path: Path, val, epochs: int, batch_size: int = 128)
     torch.set_num_threads(auto_threads(batch_size))  # the same model step as ours
     torch.manual_seed(0)
     model = TwoTowerModel()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = adam(model.parameters(), 1e-3)
     started = time.perf_counter()
     for _ in range(epochs):
         for users, items, labels in recipe_batches(train_path, batch_size):

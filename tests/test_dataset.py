@@ -91,3 +91,37 @@ def test_cached_conversion_is_reused(sample_files):
     second = cached_conversion(sample_files["val"])
     assert second.directory == first.directory
     assert (second.directory / "manifest.json").stat().st_mtime_ns == mtime
+
+
+def test_cache_is_keyed_by_content_and_follows_changes(sample_files, tmp_path):
+    text = tmp_path / "train.txt"
+    text.write_bytes(sample_files["val"].read_bytes())
+    first = cached_conversion(text)
+    assert first.directory.name == file_sha256(text)
+    copy = tmp_path / "copy.txt"  # the same content elsewhere: the same data set
+    copy.write_bytes(text.read_bytes())
+    assert cached_conversion(copy).directory == first.directory
+    lines = text.read_text().splitlines(keepends=True)
+    text.write_text("".join(lines[:100]))  # a changed file is converted again
+    changed = cached_conversion(text)
+    assert changed.directory.name == file_sha256(text) != first.directory.name
+    assert changed.rows == 100 and first.rows == 2000
+
+
+def test_checksum_covers_every_byte_without_a_final_newline(sample_files, tmp_path):
+    text = tmp_path / "no-newline.txt"
+    text.write_bytes(sample_files["val"].read_bytes().rstrip(b"\n"))
+    dataset, _ = convert_text(text, tmp_path / "ds")
+    assert dataset.rows == 2000
+    assert dataset.manifest["source"]["sha256"] == file_sha256(text)
+
+
+def test_checksum_fed_chunk_by_chunk_equals_the_file_checksum(sample_files):
+    import hashlib
+
+    from finetower.textformat import iter_text_chunks
+
+    digest = hashlib.sha256()
+    chunks = list(iter_text_chunks(sample_files["val"], digest=digest, chunk_bytes=1 << 16))
+    assert len(chunks) > 50 and sum(len(c) for c in chunks) == 2000
+    assert digest.hexdigest() == file_sha256(sample_files["val"])

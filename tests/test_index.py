@@ -106,3 +106,27 @@ def test_bad_backend_parameter_and_dimension_are_refused(tmp_path):
         built("flat").search(np.zeros((1, 16), np.float32), 5)
     with pytest.raises(ArtifactError, match="not a finetower index"):
         load_index(tmp_path)
+
+
+def test_mips_to_l2_ranks_items_by_inner_product():
+    from finetower.index.faiss_backends import mips_to_l2
+
+    transformed = mips_to_l2(ITEMS, width=40)
+    assert transformed.shape == (len(ITEMS), 40) and not transformed[:, 33:].any()
+    norms = np.linalg.norm(transformed, axis=1)
+    np.testing.assert_allclose(norms, norms.max(), rtol=1e-4)  # every item on one sphere
+    padded = np.zeros((10, 40), np.float32)
+    padded[:, :32] = QUERIES[:10]
+    distances = ((padded[:, None, :] - transformed[None]) ** 2).sum(-1)
+    by_l2 = np.argsort(distances, axis=1, kind="stable")[:, :20]
+    by_ip = np.argsort(-(QUERIES[:10] @ ITEMS.T), axis=1, kind="stable")[:, :20]
+    assert np.mean(by_l2 == by_ip) > 0.99  # float rounding may swap near-ties
+
+
+def test_an_index_saved_with_other_parameters_is_refused_clearly(tmp_path):
+    built("ivf").save(tmp_path / "index")
+    manifest = read_manifest(tmp_path / "index")
+    manifest["params"]["pq_m"] = 16  # what an earlier ivf backend recorded
+    (tmp_path / "index" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="rebuild the index"):
+        load_index(tmp_path / "index")

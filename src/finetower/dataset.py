@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetower.artifacts import atomic_dir, file_sha256, read_json, write_json
+from finetower.artifacts import atomic_dir, read_json, write_json
 from finetower.errors import ArtifactError, DataError
 from finetower.textformat import (
     FIELDS,
@@ -91,7 +92,7 @@ class DatasetWriter:
             raise DataError(f"chunk has columns {list(columns)}, data set has {self.names}")
         for name, array in columns.items():
             data = np.ascontiguousarray(array, dtype=COLUMN_DTYPES[name])
-            self._files[name].write(data.tobytes())
+            self._files[name].write(memoryview(data).cast("B"))  # no copy
         self.rows += len(chunk)
 
     def close(self, **manifest_extra: object) -> None:
@@ -182,18 +183,34 @@ def cache_dir() -> Path:
 def cached_conversion(
     text_path: str | Path, user_dim: int | None = None, *, skip_bad_lines: bool = False
 ) -> SampleDataset:
-    """Return the converted data set of a text file, converting it once per checksum."""
-    text_path = Path(text_path)
-    key = file_sha256(text_path)
+    """Return the converted data set of a text file, converting it once per checksum.
+
+    Data sets are kept under `datasets/<sha256 of the text>`. A file seen before is found
+    by its path, size, modification time and inode (`sources/`, as make and git do), so a
+    multi-GB text is not hashed again on every run; a new file is hashed while it is
+    converted, not in a pass of its own.
+    """
+    text_path = Path(text_path).resolve()
     suffix = f"-u{user_dim}" if user_dim else ""
     suffix += "-skip" if skip_bad_lines else ""
-    target = cache_dir() / "datasets" / f"{key}{suffix}"
-    if (target / "manifest.json").exists():
-        return SampleDataset(target)
-    dataset, _ = convert_text(
-        text_path, target, user_dim, skip_bad_lines=skip_bad_lines, source_sha256=key
-    )
-    return dataset
+    datasets, sources = cache_dir() / "datasets", cache_dir() / "sources"
+    stat = text_path.stat()
+    seen = f"{text_path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+    source_file = sources / f"{hashlib.sha256(seen.encode()).hexdigest()[:32]}.json"
+    if source_file.exists():
+        target = datasets / f"{read_json(source_file)['sha256']}{suffix}"
+        if (target / "manifest.json").exists():
+            return SampleDataset(target)
+    converting = datasets / f".converting-{os.getpid()}-{source_file.stem}{suffix}"
+    dataset, _ = convert_text(text_path, converting, user_dim, skip_bad_lines=skip_bad_lines)
+    key = dataset.manifest["source"]["sha256"]
+    target = datasets / f"{key}{suffix}"
+    try:
+        os.replace(converting, target)
+    except OSError:  # the same content was converted already (another path, another process)
+        shutil.rmtree(converting, ignore_errors=True)
+    write_json(source_file, {"path": str(text_path), "sha256": key})
+    return SampleDataset(target)
 
 
 class BatchSource:

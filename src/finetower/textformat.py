@@ -124,29 +124,23 @@ def _arrow_options(n_fields: int) -> tuple:
     )
 
 
-def _table_to_rows(table: pa.Table) -> np.ndarray:
-    """Return the table as a row-major float32 array (filled column-wise, then transposed)."""
-    table = table.combine_chunks()
+def _table_to_columns(table: pa.Table) -> np.ndarray:
+    """The table as one float32 array `[fields, rows]`, each column copied once."""
     columns = np.empty((table.num_columns, table.num_rows), dtype=np.float32)
     for j, column in enumerate(table.columns):
-        if column.num_chunks:
-            columns[j] = column.chunk(0).to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(columns.T)
+        start = 0
+        for piece in column.chunks:
+            columns[j, start : start + len(piece)] = piece.to_numpy(zero_copy_only=False)
+            start += len(piece)
+    return columns
 
 
-def _check_rows(rows: np.ndarray, binary_labels: bool) -> tuple[int, int, str] | None:
-    """Return (row, column, reason) of the first bad value, or None when all are good."""
-    labels = rows[:, 0]
-    bad_label = (labels != 0) & (labels != 1) if binary_labels else np.zeros(len(rows), bool)
-    finite = np.isfinite(rows)
-    bad_row_mask = bad_label | ~finite.all(axis=1)
-    if not bad_row_mask.any():
-        return None
-    row = int(np.argmax(bad_row_mask))
-    if not finite[row].all():
-        column = int(np.argmax(~finite[row]))
-        return row, column, f"value {rows[row, column]!r} is not finite"
-    return row, 0, f"label {labels[row]:g} is not 0 or 1"
+def _check_columns(columns: np.ndarray, binary_labels: bool) -> bool:
+    """Whether every value is finite and (with `binary_labels`) every label is 0 or 1."""
+    labels = columns[0]
+    if binary_labels and not ((labels == 0) | (labels == 1)).all():
+        return False
+    return bool(np.isfinite(columns).all())
 
 
 def _parse_line(text: str, n_fields: int, binary_labels: bool) -> np.ndarray:
@@ -200,7 +194,7 @@ def _read_table(chunk: bytes, n_fields: int) -> pa.Table | None:
         return None
 
 
-def _chunk_rows(
+def _chunk_columns(
     chunk: bytes,
     table: pa.Table | None,
     first_line: int,
@@ -209,25 +203,35 @@ def _chunk_rows(
     bad: BadLines | None,
     binary_labels: bool,
 ) -> tuple[np.ndarray, int]:
-    """Return (rows, lines in the chunk): the parsed table checked, or the slow path."""
+    """Return (columns `[fields, rows]`, lines in the chunk): the parsed table checked, or
+    the slow path, which finds the bad line."""
     if table is not None:
-        rows = _table_to_rows(table)
-        if _check_rows(rows, binary_labels) is None:
+        columns = _table_to_columns(table)
+        if _check_columns(columns, binary_labels):
             # with no quoting and empty lines kept, every line is exactly one row
-            return rows, len(rows)
+            return columns, columns.shape[1]
     rows = _parse_slowly(chunk, first_line, n_fields, path, bad, binary_labels)
-    return rows, chunk.count(b"\n")
+    return np.ascontiguousarray(rows.T), chunk.count(b"\n")
 
 
 def _chunks(mapped: mmap.mmap, chunk_bytes: int) -> Iterator[bytes]:
-    """Copies of about `chunk_bytes` of whole lines, each ending in a newline."""
+    """Copies of about `chunk_bytes` of whole lines (the last may lack its newline)."""
     size, start = len(mapped), 0
     while start < size:
         end = mapped.find(b"\n", min(start + chunk_bytes, size) - 1)
         end = size if end < 0 else end + 1
-        chunk = mapped[start:end]  # a copy: no view may outlive the mapping
-        yield chunk if chunk.endswith(b"\n") else chunk + b"\n"
+        yield mapped[start:end]  # a copy: no view may outlive the mapping
         start = end
+
+
+def _hash_and_parse(
+    raw: bytes, n_fields: int, digest: hashlib._Hash | None
+) -> tuple[bytes, pa.Table | None]:
+    """Feed the file's bytes to `digest`, then parse them as whole lines."""
+    if digest is not None:
+        digest.update(raw)  # hashlib releases the GIL: overlaps the caller's conversion
+    chunk = raw if raw.endswith(b"\n") else raw + b"\n"
+    return chunk, _read_table(chunk, n_fields)
 
 
 def iter_text_chunks(
@@ -260,29 +264,27 @@ def iter_text_chunks(
     user_dim, item_dim = split_dims(n_fields, user_dim, path)
     bad = (bad_lines if bad_lines is not None else BadLines()) if skip_bad_lines else None
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        if digest is not None:
-            digest.update(mapped)
         next_line = 1
-        # pyarrow parses the next chunk (without the GIL) while this thread turns the
-        # current one into checked row-major arrays
+        # one worker hashes and parses (pyarrow, without the GIL) the next chunk, in file
+        # order, while this thread turns the current one into checked row-major arrays
         with ThreadPoolExecutor(max_workers=1) as parser:
-            chunks = _chunks(mapped, chunk_bytes)
-            chunk = next(chunks, None)
-            pending = parser.submit(_read_table, chunk, n_fields) if chunk is not None else None
-            while chunk is not None:
-                table = pending.result()
-                following = next(chunks, None)
-                if following is not None:
-                    pending = parser.submit(_read_table, following, n_fields)
-                rows, n_lines = _chunk_rows(
+            raw_chunks = _chunks(mapped, chunk_bytes)
+            raw = next(raw_chunks, None)
+            pending = parser.submit(_hash_and_parse, raw, n_fields, digest) if raw else None
+            while pending is not None:
+                chunk, table = pending.result()
+                raw = next(raw_chunks, None)
+                pending = parser.submit(_hash_and_parse, raw, n_fields, digest) if raw else None
+                columns, n_lines = _chunk_columns(
                     chunk, table, next_line, n_fields, path, bad, binary_labels
                 )
-                chunk, next_line = following, next_line + n_lines
-                if len(rows):
+                next_line += n_lines
+                if columns.shape[1]:
+                    # one transposing copy into the row-major arrays training and files use
                     yield SampleChunk(
-                        labels=rows[:, 0].copy(),
-                        users=rows[:, 1 : 1 + user_dim],
-                        items=rows[:, 1 + user_dim :],
+                        labels=columns[0],
+                        users=np.ascontiguousarray(columns[1 : 1 + user_dim].T),
+                        items=np.ascontiguousarray(columns[1 + user_dim :].T),
                     )
 
 

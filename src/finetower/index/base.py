@@ -125,7 +125,13 @@ class ItemIndex(ABC):
         if cls is not ItemIndex and backend is not cls:
             found = manifest["backend"]
             raise ArtifactError(f"{directory} holds a {found} index, not {cls.backend}")
-        index = backend(**manifest["params"])
+        try:
+            index = backend(**manifest["params"])
+        except TypeError:
+            raise ArtifactError(
+                f"{directory}: {manifest['backend']} parameters {manifest['params']} are not "
+                "this version's; rebuild the index with `finetower index`"
+            ) from None
         index.ids = json.loads((directory / IDS_FILE).read_text())
         index.dim = int(manifest["dim"])
         if len(index.ids) != manifest["count"]:

@@ -196,24 +196,17 @@ def main() -> None:
             f"{qps / torch_qps:.1f}x torch brute force",
             flush=True,
         )
-        if backend == "hnsw":
-            for ef in (64, 128, 512):
-                index.ef_search = ef
-                (rows, _), search_s = timed(index.search_rows, queries, K)
-                print(
-                    f"    ef_search {ef}: {n_queries / search_s:,.0f} q/s, "
-                    f"recall@{K} {recall_at(rows, exact):.4f}",
-                    flush=True,
-                )
-        if backend == "ivf":
-            for nprobe in (16, 24, 32, 48, 64):
-                index.nprobe = nprobe
-                (rows, _), search_s = timed(index.search_rows, queries, K)
-                print(
-                    f"    nprobe {nprobe}: {n_queries / search_s:,.0f} q/s, "
-                    f"recall@{K} {recall_at(rows, exact):.4f}",
-                    flush=True,
-                )
+        # the speed/recall trade-off of each approximate backend's search knob
+        sweep = {"hnsw": ("ef_search", (64, 128, 512)), "ivf": ("nprobe", (16, 24, 32, 48, 64))}
+        knob, values = sweep.get(backend, (None, ()))
+        for value in values:
+            setattr(index, knob, value)
+            (rows, _), search_s = timed(index.search_rows, queries, K)
+            print(
+                f"    {knob} {value}: {n_queries / search_s:,.0f} q/s, "
+                f"recall@{K} {recall_at(rows, exact):.4f}",
+                flush=True,
+            )
         del index
 
     # full-catalogue evaluation: eval_users x 100k items, 5 test items a user

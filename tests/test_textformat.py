@@ -35,6 +35,21 @@ def test_round_trip_through_the_writer(tmp_path):
     np.testing.assert_array_equal(samples.labels, labels)
 
 
+def test_many_parser_blocks_keep_every_row_in_order(tmp_path):
+    rng = np.random.default_rng(1)
+    users, items = rng.normal(size=(4000, 128)), rng.normal(size=(4000, 128))
+    labels = rng.integers(0, 2, 4000)
+    write_text_samples(tmp_path / "s.txt", labels, users, items)
+    assert (tmp_path / "s.txt").stat().st_size > 2 * (4 << 20)  # > 2 pyarrow blocks
+    chunks = list(iter_text_chunks(tmp_path / "s.txt", chunk_bytes=8 << 20))
+    assert len(chunks) == 2
+    samples = read_text_samples(tmp_path / "s.txt")
+    np.testing.assert_array_equal(samples.users, users.astype(np.float32))
+    np.testing.assert_array_equal(samples.items, items.astype(np.float32))
+    np.testing.assert_array_equal(samples.labels, labels)
+    assert all(c.users.flags.c_contiguous and c.items.flags.c_contiguous for c in chunks)
+
+
 def test_line_numbers_stay_right_across_chunks(tmp_path):
     lines = [line(i % 2, [i, i]) for i in range(1000)]
     lines[876] = "1,2,x\n"

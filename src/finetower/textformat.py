@@ -124,23 +124,42 @@ def _arrow_options(n_fields: int) -> tuple:
     )
 
 
-def _table_to_columns(table: pa.Table) -> np.ndarray:
-    """The table as one float32 array `[fields, rows]`, each column copied once."""
-    columns = np.empty((table.num_columns, table.num_rows), dtype=np.float32)
-    for j, column in enumerate(table.columns):
-        start = 0
-        for piece in column.chunks:
-            columns[j, start : start + len(piece)] = piece.to_numpy(zero_copy_only=False)
-            start += len(piece)
-    return columns
+def _split_rows(rows: np.ndarray, user_dim: int) -> SampleChunk:
+    """Row-major `[n, fields]` values as a chunk of contiguous label, user and item arrays."""
+    return SampleChunk(
+        labels=np.ascontiguousarray(rows[:, 0]),
+        users=np.ascontiguousarray(rows[:, 1 : 1 + user_dim]),
+        items=np.ascontiguousarray(rows[:, 1 + user_dim :]),
+    )
 
 
-def _check_columns(columns: np.ndarray, binary_labels: bool) -> bool:
-    """Whether every value is finite and (with `binary_labels`) every label is 0 or 1."""
-    labels = columns[0]
+def _table_to_chunk(table: pa.Table, user_dim: int, binary_labels: bool) -> SampleChunk | None:
+    """The parsed table as a chunk, or None when a value is missing, not finite, or (with
+    `binary_labels`) a label is not 0 or 1.
+
+    Each pyarrow block becomes a row-major array in C++ (`to_tensor`), is checked while it
+    is small enough to sit in cache, and is copied once into the chunk's arrays.
+    """
+    n, item_dim = table.num_rows, table.num_columns - 1 - user_dim
+    chunk = SampleChunk(
+        labels=np.empty(n, np.float32),
+        users=np.empty((n, user_dim), np.float32),
+        items=np.empty((n, item_dim), np.float32),
+    )
+    start = 0
+    for batch in table.to_batches():
+        rows = batch.to_tensor(null_to_nan=True, row_major=True).to_numpy()
+        if not np.isfinite(rows).all():
+            return None
+        block = _split_rows(rows, user_dim)
+        stop = start + len(rows)
+        chunk.labels[start:stop], chunk.users[start:stop] = block.labels, block.users
+        chunk.items[start:stop] = block.items
+        start = stop
+    labels = chunk.labels
     if binary_labels and not ((labels == 0) | (labels == 1)).all():
-        return False
-    return bool(np.isfinite(columns).all())
+        return None
+    return chunk
 
 
 def _parse_line(text: str, n_fields: int, binary_labels: bool) -> np.ndarray:
@@ -194,24 +213,25 @@ def _read_table(chunk: bytes, n_fields: int) -> pa.Table | None:
         return None
 
 
-def _chunk_columns(
+def _parse_chunk(
     chunk: bytes,
     table: pa.Table | None,
     first_line: int,
     n_fields: int,
+    user_dim: int,
     path: Path,
     bad: BadLines | None,
     binary_labels: bool,
-) -> tuple[np.ndarray, int]:
-    """Return (columns `[fields, rows]`, lines in the chunk): the parsed table checked, or
-    the slow path, which finds the bad line."""
+) -> tuple[SampleChunk, int]:
+    """Return (samples, lines in the chunk): the parsed table checked, or the slow path,
+    which finds the bad line."""
     if table is not None:
-        columns = _table_to_columns(table)
-        if _check_columns(columns, binary_labels):
+        samples = _table_to_chunk(table, user_dim, binary_labels)
+        if samples is not None:
             # with no quoting and empty lines kept, every line is exactly one row
-            return columns, columns.shape[1]
+            return samples, len(samples)
     rows = _parse_slowly(chunk, first_line, n_fields, path, bad, binary_labels)
-    return np.ascontiguousarray(rows.T), chunk.count(b"\n")
+    return _split_rows(rows, user_dim), chunk.count(b"\n")
 
 
 def _chunks(mapped: mmap.mmap, chunk_bytes: int) -> Iterator[bytes]:
@@ -275,17 +295,12 @@ def iter_text_chunks(
                 chunk, table = pending.result()
                 raw = next(raw_chunks, None)
                 pending = parser.submit(_hash_and_parse, raw, n_fields, digest) if raw else None
-                columns, n_lines = _chunk_columns(
-                    chunk, table, next_line, n_fields, path, bad, binary_labels
+                samples, n_lines = _parse_chunk(
+                    chunk, table, next_line, n_fields, user_dim, path, bad, binary_labels
                 )
                 next_line += n_lines
-                if columns.shape[1]:
-                    # one transposing copy into the row-major arrays training and files use
-                    yield SampleChunk(
-                        labels=columns[0],
-                        users=np.ascontiguousarray(columns[1 : 1 + user_dim].T),
-                        items=np.ascontiguousarray(columns[1 + user_dim :].T),
-                    )
+                if len(samples):
+                    yield samples
 
 
 def read_text_samples(

@@ -151,10 +151,10 @@ def _table_to_chunk(table: pa.Table, user_dim: int, binary_labels: bool) -> Samp
         rows = batch.to_tensor(null_to_nan=True, row_major=True).to_numpy()
         if not np.isfinite(rows).all():
             return None
-        block = _split_rows(rows, user_dim)
         stop = start + len(rows)
-        chunk.labels[start:stop], chunk.users[start:stop] = block.labels, block.users
-        chunk.items[start:stop] = block.items
+        chunk.labels[start:stop] = rows[:, 0]
+        chunk.users[start:stop] = rows[:, 1 : 1 + user_dim]
+        chunk.items[start:stop] = rows[:, 1 + user_dim :]
         start = stop
     labels = chunk.labels
     if binary_labels and not ((labels == 0) | (labels == 1)).all():

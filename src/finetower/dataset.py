@@ -147,15 +147,13 @@ def convert_text(
     user_dim: int | None = None,
     *,
     skip_bad_lines: bool = False,
-    source_sha256: str | None = None,
 ) -> tuple[SampleDataset, BadLines]:
     """Convert a text sample file into a data set; return it and what was skipped.
 
-    The source's sha256 goes into the manifest: computed while reading, unless the
-    caller already knows it (`source_sha256`).
+    The source's sha256, computed while reading, goes into the manifest.
     """
     text_path = Path(text_path)
-    digest = hashlib.sha256() if source_sha256 is None else None
+    digest = hashlib.sha256()
     bad = BadLines()
     chunks = iter_text_chunks(
         text_path, user_dim, skip_bad_lines=skip_bad_lines, bad_lines=bad, digest=digest
@@ -166,7 +164,7 @@ def convert_text(
             "source": {
                 "path": str(text_path.resolve()),
                 "bytes": text_path.stat().st_size,
-                "sha256": digest.hexdigest() if digest is not None else source_sha256,
+                "sha256": digest.hexdigest(),
             },
             "skipped_lines": bad.count,
         }

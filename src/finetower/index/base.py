@@ -183,19 +183,3 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 def load_index(directory: str | Path) -> ItemIndex:
     """Load an index directory written by `ItemIndex.save`."""
     return ItemIndex.load(directory)
-
-
-def rescore(
-    queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """True inner products of `queries [n, d]` with candidate `rows [n, c]`, re-sorted best first.
-
-    For backends whose distance is not the inner product (a transformed L2, annoy's float
-    rounding): the candidates stay theirs, the scores and order become the model's.
-    """
-    valid = rows >= 0
-    candidates = vectors[np.where(valid, rows, 0)]  # [n, c, d]
-    scores = np.einsum("nd,ncd->nc", queries, candidates)
-    scores = np.where(valid, scores, -np.inf).astype(np.float32)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    return np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)

@@ -6,6 +6,7 @@ from finetower.dataset import (
     BLOCK_ROWS,
     SampleDataset,
     TextStream,
+    batches_from_chunks,
     cached_conversion,
     convert_text,
     write_dataset,
@@ -75,6 +76,18 @@ def test_batches_are_full_except_the_last(big_dataset):
     sizes = [len(b) for b in big_dataset.batches(1000, seed=1)]
     assert set(sizes[:-1]) == {1000}
     assert sizes[-1] == big_dataset.rows % 1000
+
+
+def test_batches_straddle_chunks_of_any_size(big_dataset):
+    sizes = [3, 1, 7, 2, 5, 4, 1]  # batch 4: batches span up to three chunks
+    rows = big_dataset.chunk(0, sum(sizes))
+    bounds = np.cumsum([0, *sizes])
+    chunks = [rows.take(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    everything = np.arange(sum(sizes))
+    for start_batch in range(7):
+        batches = list(batches_from_chunks(iter(chunks), 4, start_batch=start_batch))
+        assert [len(b) for b in batches] == [4] * (5 - start_batch) + [3] * (start_batch < 6)
+        assert np.array_equal(row_ids(batches) if batches else [], everything[4 * start_batch :])
 
 
 def test_text_stream_gives_the_same_rows(sample_files):

@@ -1,7 +1,8 @@
 """What a training step minimises: the recipe's pointwise BCE or in-batch softmax.
 
 An objective takes the model and a batch and returns (loss, pointwise logits, loss terms);
-the pointwise logits feed accuracy/AUC whatever the loss.
+the pointwise logits feed accuracy/AUC whatever the loss. `gradients` does the same and
+leaves d loss / d parameter in every trainable parameter's `.grad`, for the optimizer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from finetower.dataset import Batch, Samples
+from finetower.fused_bce import fused_bce_applies, fused_bce_step
 from finetower.losses import retrieval_loss
 from finetower.model import TwoTowerModel
 
@@ -26,6 +28,22 @@ class BinaryCrossEntropy:
         logits = model(batch.users, batch.items, batch.user_ids, batch.item_ids)
         loss = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction=reduction)
         return loss, logits, len(batch)
+
+    def gradients(self, model: TwoTowerModel, batch: Batch):
+        """The recipe's model gets its gradients written out (finetower.fused_bce), which
+        is faster at small batches; other models get autograd's."""
+        if fused_bce_applies(model):
+            loss, logits = fused_bce_step(model, batch.users, batch.items, batch.labels)
+            return loss, logits, len(batch)
+        return autograd_gradients(self, model, batch)
+
+
+def autograd_gradients(objective, model: TwoTowerModel, batch: Batch):
+    """(loss, logits, terms) of `objective`, its gradients left in the parameters."""
+    loss, logits, terms = objective(model, batch)
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss, logits, terms
 
 
 @dataclass
@@ -97,3 +115,6 @@ class InBatchSoftmax:
             normalize=self.normalize,
         )
         return (loss * n_positive if reduction == "sum" else loss), logits, n_positive
+
+    def gradients(self, model: TwoTowerModel, batch: Batch):
+        return autograd_gradients(self, model, batch)

@@ -84,15 +84,16 @@ class TrainConfig:
         return self.lr * scale
 
 
-SMALL_BATCH = 1024
+SMALL_BATCH = 256
 
 
 def auto_threads(batch_size: int) -> int:
     """CPU threads for a training step: 1 for small batches, else all of torch's.
 
-    The recipe's matrices are tiny: at batch 128 one thread ran 93k samples/s and two
-    77k (thread hand-off costs more than it saves); at 4096 two threads ran 575k and one
-    392k (benchmarks/bench_train.py, 2 cores).
+    The recipe's matrices are tiny: at batch 128 one thread and two ran alike (157k and
+    163k samples/s), so one is used and the other core gathers the next shuffled window;
+    from batch 512 two threads win (415k vs 337k; 350k vs 260k at 4096). Measured with
+    the written-out BCE step on 2 cores.
     """
     return 1 if batch_size <= SMALL_BATCH else torch.get_num_threads()
 
@@ -400,9 +401,7 @@ class _Trainer:
             device=self.device,
         )
         for batch in batches:
-            loss, logits, terms = self.objective(model, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, logits, terms = self.objective.gradients(model, batch)
             self.optimizer.step()
             pending.append((logits.detach(), batch.labels, loss.detach() * terms, terms))
             seen += len(batch)

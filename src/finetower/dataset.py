@@ -39,6 +39,7 @@ from finetower.textformat import (
 FORMAT = "finetower.samples/1"
 BLOCK_ROWS = 8192
 WINDOW_BLOCKS = 16
+GATHER_ROWS = 16_384  # rows copied out of the maps at a time (128 batches of 128)
 SYNC_EVERY_BYTES = 64 << 20
 
 
@@ -311,15 +312,17 @@ class SampleDataset(BatchSource):
         )
 
     def iter_chunks(self, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> Iterator[SampleChunk]:
-        """Yield windows of rows: in file order, or seeded-shuffled by (seed, epoch).
+        """Yield the rows in file order, or seeded-shuffled by (seed, epoch), in pieces.
 
-        The next window is gathered in a worker thread (numpy copies without the GIL)
-        while the caller trains on the current one: at batch 128 training uses one core,
-        and the gather would otherwise stall it for a tenth of a second per window.
+        Each piece is gathered in a worker thread (numpy copies without the GIL) while
+        the caller trains on the one before: at batch 128 training uses one core, and a
+        whole window's gather would stall it for a tenth of a second. Pieces are smaller
+        than a window, so the first batch of an epoch waits for little; the order of the
+        rows depends only on the windows, not on the pieces.
         """
         with ThreadPoolExecutor(max_workers=1) as gatherer:
             pending = None
-            for rows in self._windows(shuffle, seed, epoch):
+            for rows in self._pieces(shuffle, seed, epoch):
                 following = gatherer.submit(self._gather, rows)
                 if pending is not None:
                     yield pending.result()
@@ -327,12 +330,12 @@ class SampleDataset(BatchSource):
             if pending is not None:
                 yield pending.result()
 
-    def _windows(self, shuffle: bool, seed: int, epoch: int) -> Iterator[slice | np.ndarray]:
-        """The rows of each window: slices in file order, or shuffled index arrays."""
-        window_rows = BLOCK_ROWS * WINDOW_BLOCKS
+    def _pieces(self, shuffle: bool, seed: int, epoch: int) -> Iterator[slice | np.ndarray]:
+        """The rows of each piece to gather: slices in file order, or each shuffled
+        window's rows, cut into pieces of `GATHER_ROWS`."""
         if not shuffle:
-            for start in range(0, self.rows, window_rows):
-                yield slice(start, min(start + window_rows, self.rows))
+            for start in range(0, self.rows, GATHER_ROWS):
+                yield slice(start, min(start + GATHER_ROWS, self.rows))
             return
         n_blocks = -(-self.rows // BLOCK_ROWS)
         order = np.random.default_rng([seed, epoch]).permutation(n_blocks)
@@ -341,10 +344,12 @@ class SampleDataset(BatchSource):
             rows = np.concatenate(
                 [np.arange(b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, self.rows)) for b in blocks]
             )
-            yield rows[np.random.default_rng([seed, epoch, w]).permutation(len(rows))]
+            rows = rows[np.random.default_rng([seed, epoch, w]).permutation(len(rows))]
+            for start in range(0, len(rows), GATHER_ROWS):
+                yield rows[start : start + GATHER_ROWS]
 
     def _gather(self, rows: slice | np.ndarray) -> SampleChunk:
-        """One window's rows copied out of the memory maps (a fancy index copies)."""
+        """A piece's rows copied out of the memory maps (a fancy index copies)."""
         if isinstance(rows, slice):
             return self.chunk(rows.start, rows.stop)
         return SampleChunk(**{FIELDS[n]: column[rows] for n, column in self.columns.items()})

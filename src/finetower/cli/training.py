@@ -72,7 +72,7 @@ def train_command(
     dropout: float = 0.0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads (default: 1 up to batch 1024, else all).")
+        int | None, typer.Option(help="CPU threads (default: 1 up to batch 256, else all).")
     ] = None,
     text_mode: Annotated[
         str, typer.Option(help="Text input: convert (cached by checksum) | stream.")

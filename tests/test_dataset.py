@@ -7,6 +7,7 @@ from finetower.dataset import (
     SampleDataset,
     TextStream,
     batches_from_chunks,
+    read_in_background,
     cached_conversion,
     convert_text,
     write_dataset,
@@ -88,6 +89,32 @@ def test_batches_straddle_chunks_of_any_size(big_dataset):
         batches = list(batches_from_chunks(iter(chunks), 4, start_batch=start_batch))
         assert [len(b) for b in batches] == [4] * (5 - start_batch) + [3] * (start_batch < 6)
         assert np.array_equal(row_ids(batches) if batches else [], everything[4 * start_batch :])
+
+
+def test_reading_ahead_gives_the_same_batches(big_dataset):
+    plain = row_ids(big_dataset.batches(1000, seed=7, epoch=1, start_batch=3))
+    ahead = row_ids(big_dataset.batches(1000, seed=7, epoch=1, start_batch=3, read_ahead=True))
+    assert np.array_equal(plain, ahead)
+
+
+def test_reading_ahead_raises_the_sources_error_and_closes_it():
+    closed = []
+
+    def source():
+        try:
+            yield 1
+            yield 2
+            raise DataError("'x' is not a number", "train.txt", 3, 2)
+        finally:
+            closed.append(True)
+
+    with pytest.raises(DataError, match="line 3"):
+        list(read_in_background(source()))
+    assert closed == [True]
+    reader = read_in_background(source())
+    assert next(reader) == 1
+    reader.close()  # the worker may be producing item 2 meanwhile
+    assert closed == [True, True]
 
 
 def test_text_stream_gives_the_same_rows(sample_files):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,10 +250,32 @@ class BatchSource:
         epoch: int = 0,
         start_batch: int = 0,
         device: str | torch.device = "cpu",
+        read_ahead: bool = False,
     ) -> Iterator[Batch]:
-        """Yield batches of `batch_size` (the last may be smaller), from batch `start_batch`."""
+        """Yield batches of `batch_size` (the last may be smaller), from batch `start_batch`.
+
+        `read_ahead` reads the next chunk in a worker thread while the caller works: worth
+        it when the caller leaves a core idle (training at batch 128 uses one thread).
+        """
         chunks = self.iter_chunks(shuffle=shuffle, seed=seed, epoch=epoch)
+        if read_ahead:
+            chunks = read_in_background(chunks)
         return batches_from_chunks(chunks, batch_size, start_batch=start_batch, device=device)
+
+
+def read_in_background(items: Generator[SampleChunk]) -> Iterator[SampleChunk]:
+    """Yield what `items` yields, producing the next item in a worker thread meanwhile
+    (numpy's copies and pyarrow's parsing run without the GIL)."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        try:
+            upcoming = worker.submit(next, items, None)
+            while (item := upcoming.result()) is not None:
+                upcoming = worker.submit(next, items, None)
+                yield item
+        finally:
+            if not upcoming.cancel():
+                upcoming.exception()  # waits: the worker may still be inside next(items)
+            items.close()
 
 
 class SampleDataset(BatchSource):
@@ -312,23 +334,14 @@ class SampleDataset(BatchSource):
         )
 
     def iter_chunks(self, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> Iterator[SampleChunk]:
-        """Yield the rows in file order, or seeded-shuffled by (seed, epoch), in pieces.
+        """Yield the rows in file order, or seeded-shuffled by (seed, epoch).
 
-        Each piece is gathered in a worker thread (numpy copies without the GIL) while
-        the caller trains on the one before: at batch 128 training uses one core, and a
-        whole window's gather would stall it for a tenth of a second. Pieces are smaller
-        than a window, so the first batch of an epoch waits for little; the order of the
-        rows depends only on the windows, not on the pieces.
+        Rows are copied out of the maps `GATHER_ROWS` at a time, not a window at a time,
+        so the first batch of an epoch does not wait for a whole window's copy; the order
+        depends only on the windows.
         """
-        with ThreadPoolExecutor(max_workers=1) as gatherer:
-            pending = None
-            for rows in self._pieces(shuffle, seed, epoch):
-                following = gatherer.submit(self._gather, rows)
-                if pending is not None:
-                    yield pending.result()
-                pending = following
-            if pending is not None:
-                yield pending.result()
+        for rows in self._pieces(shuffle, seed, epoch):
+            yield self._gather(rows)
 
     def _pieces(self, shuffle: bool, seed: int, epoch: int) -> Iterator[slice | np.ndarray]:
         """The rows of each piece to gather: slices in file order, or each shuffled

@@ -12,6 +12,7 @@ A run directory ends up holding:
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -399,6 +400,7 @@ class _Trainer:
             epoch=state.epoch,
             start_batch=state.batch,
             device=self.device,
+            read_ahead=self._core_left_idle(),
         )
         for batch in batches:
             loss, logits, terms = self.objective.gradients(model, batch)
@@ -420,6 +422,12 @@ class _Trainer:
             raise DataError("the training data holds no samples")
         self.epoch_seconds.append(time.perf_counter() - started)
         self.epoch_samples.append(seen)
+
+    def _core_left_idle(self) -> bool:
+        """Whether the step leaves a CPU core for reading the next data meanwhile: on 2
+        cores reading ahead made batch 128 ~10% faster and batch 4096 (two threads)
+        15-30% slower."""
+        return self.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
 
     def end_epoch(self, entry: dict[str, float]) -> None:
         """Record the epoch, apply early stopping, move to the next epoch, checkpoint."""

@@ -7,9 +7,9 @@ from finetower.dataset import (
     SampleDataset,
     TextStream,
     batches_from_chunks,
-    read_in_background,
     cached_conversion,
     convert_text,
+    read_in_background,
     write_dataset,
 )
 from finetower.errors import DataError

@@ -3,8 +3,8 @@
 At batch 128 a step is mostly bookkeeping, not arithmetic: autograd records some thirty
 small operations, and `loss.backward()` alone costs ~90 µs before it computes anything
 (measured on the 2-core machine; the four matrix products that do the work take ~180 µs).
-Computing the gradients directly, without autograd, made the step 1.2-1.8x faster at
-batch 128 (`benchmarks/bench_train.py`, eight runs). The gradients are autograd's
+Computing the gradients directly, without autograd, made the step 1.2-1.9x faster at
+batch 128 (`benchmarks/bench_train.py`, bare loops, eleven runs). The gradients are autograd's
 (`tests/test_fused_bce.py` holds them against it); training uses this path whenever the
 model qualifies (every tower layer Linear + ReLU, no dropout, no ID embeddings) and the
 loss is BCE.

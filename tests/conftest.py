@@ -1,25 +1,33 @@
-"""Shared fixtures: small generated sample files with a learnable signal."""
+"""Shared fixtures: a real redis-server, the MovieLens 100k copy in shared data."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from finetower.generate import write_generated_text
+from tests.redis_server import RedisServer, redis_server_path
+
+# the repository's shared data sit beside the checkout: <repo>/../shared/data
+ML100K_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Conversions made while training on text go to a per-session cache, not ~/.cache."""
-    monkeypatch.setenv("FINETOWER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty redis-server on a free loopback port; skips where none is installed."""
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
+    with RedisServer(tmp_path / "redis") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
-def sample_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """train (6,000 rows) and val (2,000 rows) in the recipe's text format, 128/128."""
-    root = tmp_path_factory.mktemp("samples")
-    return {
-        "train": write_generated_text(root / "train.txt", 6000, seed=1),
-        "val": write_generated_text(root / "val.txt", 2000, seed=2),
-    }
+def ml100k() -> Path:
+    """MovieLens 100k (its folder with u.data): $FINETOWER_ML100K, else the shared data copy;
+    skips where it is absent."""
+    path = Path(os.environ.get("FINETOWER_ML100K") or ML100K_DEFAULT)
+    if not (path / "u.data").exists():
+        pytest.skip(f"ml-100k not found at {path} (set FINETOWER_ML100K)")
+    return path

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from finetower.errors import ArtifactError, DataError
-from finetower.index import BACKENDS, ItemIndex, load_index, make_index, read_manifest
+from components.common.errors import ArtifactError, DataError
+from serving.index import BACKENDS, ItemIndex, load_index, make_index, read_manifest
 
 
 def folded_like(n_items: int, n_queries: int, dim: int = 32, seed: int = 0):
@@ -83,6 +83,23 @@ def test_save_load_round_trip_gives_the_same_answers(backend, tmp_path):
     assert json.loads((tmp_path / "index" / "ids.json").read_text())[:2] == ["item0", "item1"]
 
 
+@pytest.mark.parametrize("backend", sorted(MIN_RECALL))
+def test_vectors_give_back_the_indexed_embeddings_before_and_after_a_reload(backend, tmp_path):
+    index = built(backend)
+    np.testing.assert_array_equal(index.vectors(), ITEMS)
+    index.save(tmp_path / "index")
+    np.testing.assert_array_equal(load_index(tmp_path / "index").vectors(), ITEMS)
+
+
+def test_hnsw_ip_metric_returns_inner_products_and_its_vectors():
+    index = make_index("hnsw", metric="ip").build(ITEMS[:500])
+    rows, scores = index.search_rows(QUERIES[:10], 10)
+    np.testing.assert_allclose(
+        scores, np.einsum("nd,nkd->nk", QUERIES[:10], ITEMS[rows]), rtol=1e-4
+    )
+    np.testing.assert_array_equal(index.vectors(), ITEMS[:500])
+
+
 def test_hnsw_l2_transform_still_returns_inner_products():
     index = make_index("hnsw", metric="l2-transform", ef_search=512).build(ITEMS)
     rows, scores = index.search_rows(QUERIES[:10], 10)
@@ -109,7 +126,7 @@ def test_bad_backend_parameter_and_dimension_are_refused(tmp_path):
 
 
 def test_mips_to_l2_ranks_items_by_inner_product():
-    from finetower.index.faiss_backends import mips_to_l2
+    from serving.index.faiss_backends import mips_to_l2
 
     transformed = mips_to_l2(ITEMS, width=40)
     assert transformed.shape == (len(ITEMS), 40) and not transformed[:, 33:].any()

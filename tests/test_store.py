@@ -1,48 +1,36 @@
 """The Redis item store against a real redis-server: round trip, atomic switch, keep and
-rollback, publishes that die half-way, outages."""
+rollback, publishes that die half-way, outages, publishing an index directory."""
 
 from __future__ import annotations
 
-import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
-import torch
-from redis_server import RedisServer, redis_server_path
-from typer.testing import CliRunner
 
-import finetower.cli.store  # noqa: F401  (registers publish, rollback)
-from finetower.cli.app import app
-from finetower.errors import DataError, FinetowerError
-from finetower.model import TwoTowerModel
-from finetower.recall import build_item_index
-from finetower.runs import save_run
-from finetower.store import (
+from components.common.errors import ArtifactError, DataError, FinetowerError
+from components.item2vec.vectors import Vectors, read_vectors, write_vectors
+from serving.index import make_index
+from serving.store import (
     Keys,
     StoreError,
     StoreReader,
     StoreUnavailable,
     VersionNotFound,
+    catalog_manifest,
     load_index_catalog,
     publish,
+    publish_index,
     rollback,
 )
-from finetower.vectors import Vectors, write_vectors
 
-pytestmark = pytest.mark.skipif(
-    redis_server_path() is None, reason="redis-server is not on PATH (apt-get install redis-server)"
-)
-
-
-@pytest.fixture
-def server(tmp_path):
-    with RedisServer(tmp_path / "redis") as running:
-        yield running
+REPO = Path(__file__).resolve().parents[1]
 
 
 def catalogue(n: int, value: float | None = None, seed: int = 0):
@@ -63,15 +51,15 @@ def namespace_keys(url: str, version: str) -> list[bytes]:
     return list(client.scan_iter(match=f"{Keys.namespace(version)}*", count=1000))
 
 
-def test_publish_then_load_returns_the_exact_float32_bytes(server):
+def test_publish_then_load_returns_the_exact_float32_bytes(redis_server):
     ids, embeddings, vectors = catalogue(2500)
     ids[7] = 'naïve id with spaces, "quotes" and\nnewline'
     users = (["alice", "bob"], np.arange(24, dtype=np.float32).reshape(2, 12))
     report = publish(
-        server.url, "abc123", ids, embeddings, vectors, -1.25, users, batch=1000
+        redis_server.url, "abc123", ids, embeddings, vectors, -1.25, users, batch=1000
     )  # 3 chunks, the last one partial
     assert report.items == 2500 and report.users == 2 and report.previous is None
-    with StoreReader(server.url) as reader:
+    with StoreReader(redis_server.url) as reader:
         assert reader.current_version() == report.version
         loaded = reader.load()
         assert loaded.ids == ids
@@ -87,25 +75,25 @@ def test_publish_then_load_returns_the_exact_float32_bytes(server):
         assert reader.user_vector("carol") is None
 
 
-def test_bad_input_is_refused_before_anything_is_written(server):
+def test_bad_input_is_refused_before_anything_is_written(redis_server):
     ids, embeddings, vectors = catalogue(10)
     with pytest.raises(DataError, match="duplicate"):
-        publish(server.url, "m", [*ids[:-1], ids[0]], embeddings, vectors, 0.0)
+        publish(redis_server.url, "m", [*ids[:-1], ids[0]], embeddings, vectors, 0.0)
     with pytest.raises(DataError, match=r"item vectors has shape \(9, 12\)"):
-        publish(server.url, "m", ids, embeddings, vectors[:9], 0.0)
+        publish(redis_server.url, "m", ids, embeddings, vectors[:9], 0.0)
     embeddings[3, 1] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        publish(server.url, "m", ids, embeddings, vectors, 0.0)
+        publish(redis_server.url, "m", ids, embeddings, vectors, 0.0)
     with pytest.raises(DataError, match="fingerprint"):
-        publish(server.url, "m*", ids, vectors[:, :8], vectors, 0.0)
+        publish(redis_server.url, "m*", ids, vectors[:, :8], vectors, 0.0)
     with pytest.raises(DataError, match="no items"):
-        publish(server.url, "m", [], embeddings[:0], vectors[:0], 0.0)
+        publish(redis_server.url, "m", [], embeddings[:0], vectors[:0], 0.0)
     with pytest.raises(StoreError, match="bad Redis URL"):
         StoreReader("http://127.0.0.1/")
-    assert redis.Redis.from_url(server.url).dbsize() == 0
+    assert redis.Redis.from_url(redis_server.url).dbsize() == 0
 
 
-def test_readers_only_ever_see_whole_versions_while_publishes_switch(server):
+def test_readers_only_ever_see_whole_versions_while_publishes_switch(redis_server):
     """Version k has every embedding equal to k: a load mixing two versions would show it."""
     n, seen, errors, gone = 3000, [], [], []
     done = threading.Event()
@@ -117,7 +105,7 @@ def test_readers_only_ever_see_whole_versions_while_publishes_switch(server):
         return value
 
     def read_loop() -> None:
-        with StoreReader(server.url) as reader:
+        with StoreReader(redis_server.url) as reader:
             for _ in range(100_000):  # bounded; ends when the publishes are done
                 if done.is_set():
                     return
@@ -131,18 +119,18 @@ def test_readers_only_ever_see_whole_versions_while_publishes_switch(server):
                     errors.append(error)
                     return
 
-    publish(server.url, "m", *catalogue(n, 0.0), 0.0, source={"value": 0})
+    publish(redis_server.url, "m", *catalogue(n, 0.0), 0.0, source={"value": 0})
     thread = threading.Thread(target=read_loop)
     thread.start()
     try:
-        with StoreReader(server.url) as reader:
+        with StoreReader(redis_server.url) as reader:
             for k in range(1, 6):
                 # while version k is written, `current` is still k-1, whole and readable
                 def during(table, written, total, k=k, reader=reader):
                     assert check(reader.load()) == k - 1
 
                 publish(
-                    server.url, "m", *catalogue(n, float(k)), 0.0,
+                    redis_server.url, "m", *catalogue(n, float(k)), 0.0,
                     keep=1, batch=250, source={"value": k}, progress=during,
                 )  # fmt: skip
     finally:
@@ -152,42 +140,42 @@ def test_readers_only_ever_see_whole_versions_while_publishes_switch(server):
     assert seen and set(seen) <= {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}
 
 
-def test_keep_deletes_older_versions_and_rollback_switches_back(server):
+def test_keep_deletes_older_versions_and_rollback_switches_back(redis_server):
     versions = [
-        publish(server.url, f"model{k}", *catalogue(50, float(k)), 0.0, keep=2).version
+        publish(redis_server.url, f"model{k}", *catalogue(50, float(k)), 0.0, keep=2).version
         for k in range(4)
     ]
-    with StoreReader(server.url) as reader:
+    with StoreReader(redis_server.url) as reader:
         assert reader.versions() == versions[::-1][:3]  # current + 2 kept
-        assert namespace_keys(server.url, versions[0]) == []
+        assert namespace_keys(redis_server.url, versions[0]) == []
 
-        assert rollback(server.url) == {"previous": versions[3], "current": versions[2]}
+        assert rollback(redis_server.url) == {"previous": versions[3], "current": versions[2]}
         assert reader.current_version() == versions[2]
         assert (reader.load().item_embeddings == 2.0).all()
-        rollback(server.url, to="model1")  # a fingerprint names its newest kept version
+        rollback(redis_server.url, to="model1")  # a fingerprint names its newest kept version
         assert reader.current_version() == versions[1]
         with pytest.raises(VersionNotFound, match="nothing to roll back to"):
-            rollback(server.url)
+            rollback(redis_server.url)
         with pytest.raises(VersionNotFound, match="not a kept version"):
-            rollback(server.url, to="model0")
-        rollback(server.url, to=versions[3])
+            rollback(redis_server.url, to="model0")
+        rollback(redis_server.url, to=versions[3])
         assert reader.current_version() == versions[3]
 
 
-def test_a_failure_after_batch_k_leaves_current_untouched_and_cleans_up(server):
-    before = publish(server.url, "old", *catalogue(100, 1.0), 0.0).version
+def test_a_failure_after_batch_k_leaves_current_untouched_and_cleans_up(redis_server):
+    before = publish(redis_server.url, "old", *catalogue(100, 1.0), 0.0).version
 
     def fail_after_two_batches(table, written, total):
         if written >= 20:
             raise RuntimeError("injected failure after batch 2")
 
     with pytest.raises(RuntimeError, match="injected"):
-        publish(server.url, "new", *catalogue(100, 2.0), 0.0, batch=10,
+        publish(redis_server.url, "new", *catalogue(100, 2.0), 0.0, batch=10,
                 progress=fail_after_two_batches)  # fmt: skip
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(redis_server.url)
     assert client.smembers(Keys.pending) == set()
     assert client.keys("finetower:v:new*") == []  # small test db: KEYS is fine here
-    with StoreReader(server.url) as reader:
+    with StoreReader(redis_server.url) as reader:
         assert reader.current_version() == before
         assert (reader.load().item_embeddings == 1.0).all()
 
@@ -195,7 +183,7 @@ def test_a_failure_after_batch_k_leaves_current_untouched_and_cleans_up(server):
 KILLED_PUBLISH = """
 import sys
 import numpy as np
-from finetower.store import publish
+from serving.store import publish
 
 def pause(table, written, total):
     if written == 30:  # three batches written: say so, then wait to be killed
@@ -208,19 +196,22 @@ publish(sys.argv[1], "killed", [f"item-{i}" for i in range(n)], np.zeros((n, 8),
 """
 
 
-def test_publish_killed_mid_way_leaves_current_and_the_next_publish_cleans_it(server, tmp_path):
-    before = publish(server.url, "old", *catalogue(100, 1.0), 0.0).version
+def test_publish_killed_mid_way_leaves_current_and_the_next_publish_cleans_it(
+    redis_server, tmp_path
+):
+    before = publish(redis_server.url, "old", *catalogue(100, 1.0), 0.0).version
     script = tmp_path / "killed_publish.py"
     script.write_text(KILLED_PUBLISH)
     child = subprocess.Popen(
-        [sys.executable, str(script), server.url],
+        [sys.executable, str(script), redis_server.url],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     try:
         assert child.stdout.readline() == "written\n"  # EOF instead if the child failed
-        client = redis.Redis.from_url(server.url)
+        client = redis.Redis.from_url(redis_server.url)
         (half,) = [v.decode() for v in client.smembers(Keys.pending)]
-        assert namespace_keys(server.url, half)
+        assert namespace_keys(redis_server.url, half)
         owner = client.get(Keys.lease(half)).decode()
     finally:
         child.kill()  # SIGKILL: no cleanup of its own
@@ -228,63 +219,63 @@ def test_publish_killed_mid_way_leaves_current_and_the_next_publish_cleans_it(se
     for _ in range(10_000):  # redis notices the closed connection: a few round trips at most
         if not client.client_list(client_id=[owner]):
             break
-    with StoreReader(server.url) as reader:
+    with StoreReader(redis_server.url) as reader:
         assert reader.current_version() == before
         assert (reader.load().item_embeddings == 1.0).all()
-    report = publish(server.url, "next", *catalogue(100, 3.0), 0.0)
+    report = publish(redis_server.url, "next", *catalogue(100, 3.0), 0.0)
     assert report.cleaned == [half] and report.previous == before
-    assert namespace_keys(server.url, half) == []
+    assert namespace_keys(redis_server.url, half) == []
     assert client.smembers(Keys.pending) == set()
 
 
-def test_a_live_publish_is_not_taken_for_dead(server):
+def test_a_live_publish_is_not_taken_for_dead(redis_server):
     """A publish that starts while another is writing leaves the other's namespace alone."""
     inner = []
 
     def publish_meanwhile(table, written, total):
         if not inner:
-            inner.append(publish(server.url, "second", *catalogue(40, 2.0), 0.0))
+            inner.append(publish(redis_server.url, "second", *catalogue(40, 2.0), 0.0))
 
-    first = publish(server.url, "first", *catalogue(40, 1.0), 0.0, batch=10,
+    first = publish(redis_server.url, "first", *catalogue(40, 1.0), 0.0, batch=10,
                     progress=publish_meanwhile)  # fmt: skip
     assert inner[0].cleaned == [] and first.previous == inner[0].version
-    with StoreReader(server.url) as reader:
+    with StoreReader(redis_server.url) as reader:
         assert reader.current_version() == first.version
         assert (reader.load().item_embeddings == 1.0).all()
 
 
-def test_redis_down_or_hung_fails_fast_and_recovers(server):
-    publish(server.url, "m", *catalogue(10, 1.0), 0.0)
-    reader = StoreReader(server.url)
+def test_redis_down_or_hung_fails_fast_and_recovers(redis_server):
+    publish(redis_server.url, "m", *catalogue(10, 1.0), 0.0)
+    reader = StoreReader(redis_server.url)
     assert reader.current_version() is not None
 
-    server.pause()  # accepts connections, answers nothing: only the read timeout ends a call
+    redis_server.pause()  # accepts connections, answers nothing: only the read timeout ends a call
     try:
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="unreachable"):
             reader.item_vectors_for(["item-1"])
         assert time.monotonic() - started < 2.0  # 1 s read timeout, no retries
     finally:
-        server.resume()
+        redis_server.resume()
 
-    server.stop()
+    redis_server.stop()
     for call in (reader.current_version, reader.load, lambda: publish(
-            server.url, "m", *catalogue(10, 1.0), 0.0)):  # fmt: skip
+            redis_server.url, "m", *catalogue(10, 1.0), 0.0)):  # fmt: skip
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
             call()
         assert time.monotonic() - started < 2.0
     assert issubclass(StoreUnavailable, StoreError) and issubclass(StoreError, FinetowerError)
-    secret = server.url.replace("redis://", "redis://:s3cret@")
+    secret = redis_server.url.replace("redis://", "redis://:s3cret@")
     with pytest.raises(StoreUnavailable) as refused:
         StoreReader(secret).current_version()
     assert "s3cret" not in str(refused.value) and "redis://***@" in str(refused.value)
 
-    server.start()  # same port, empty (no persistence): the same reader works again
+    redis_server.start()  # same port, empty (no persistence): the same reader works again
     assert reader.current_version() is None
     with pytest.raises(VersionNotFound, match="nothing is published"):
         reader.load()
-    version = publish(server.url, "m", *catalogue(10, 4.0), 0.0).version
+    version = publish(redis_server.url, "m", *catalogue(10, 4.0), 0.0).version
     assert reader.current_version() == version
     assert (reader.item_vectors_for(["item-3"]).vectors == 4.0).all()
     reader.close()
@@ -292,33 +283,61 @@ def test_redis_down_or_hung_fails_fast_and_recovers(server):
 
 @pytest.fixture
 def index_dir(tmp_path):
+    """A flat index of seeded item embeddings [300, 16], publishable: its manifest records
+    the model, the output bias and the pretrained item vector file [300, 128]."""
     rng = np.random.default_rng(0)
-    items = Vectors(rng.normal(size=(300, 128)).astype(np.float32), [f"m{i}" for i in range(300)])
-    write_vectors(tmp_path / "items.txt", items)
-    torch.manual_seed(0)
-    save_run(tmp_path / "run", TwoTowerModel())
-    build_item_index(tmp_path / "run", tmp_path / "items.txt", tmp_path / "index")
+    ids = [f"m{i}" for i in range(300)]
+    write_vectors(
+        tmp_path / "items.txt", Vectors(rng.normal(size=(300, 128)).astype(np.float32), ids)
+    )
+    embeddings = rng.normal(size=(300, 16)).astype(np.float32)
+    # index rows in another order than the vector file's: the catalog follows the index
+    order = rng.permutation(300)
+    index = make_index("flat").build(embeddings[order], [ids[i] for i in order])
+    index.save(tmp_path / "index", catalog_manifest("model-abc.1", -0.75, tmp_path / "items.txt"))
     return tmp_path / "index"
 
 
-def test_cli_publish_and_rollback(server, index_dir):
+def test_load_index_catalog_gives_the_indexed_rows_and_their_vectors(index_dir):
     catalog = load_index_catalog(index_dir)
-    runner = CliRunner()
-    first = runner.invoke(app, ["publish", str(index_dir), "--redis", server.url, "--json"])
-    assert first.exit_code == 0, first.output
-    first = json.loads(first.stdout)
-    assert first["items"] == 300 and first["model"] == catalog.fingerprint
-    second = runner.invoke(app, ["publish", str(index_dir), "--redis", server.url, "--keep", "1"])
-    assert second.exit_code == 0 and "300 items" in second.stdout
-    with StoreReader(server.url) as reader:
+    vectors = read_vectors(index_dir.parent / "items.txt")
+    assert catalog.fingerprint == "model-abc.1" and catalog.bias == -0.75
+    assert len(catalog.ids) == 300 and catalog.ids[0] != "m0"
+    assert catalog.item_embeddings.shape == (300, 16) and catalog.item_vectors.shape == (300, 128)
+    np.testing.assert_array_equal(
+        catalog.item_vectors[5], vectors.vectors[vectors.index()[catalog.ids[5]]]
+    )
+    assert catalog.source["backend"] == "flat"
+
+
+def test_publish_index_and_rollback(redis_server, index_dir, tmp_path):
+    catalog = load_index_catalog(index_dir)
+    users = Vectors(np.ones((2, 128), np.float32), ["alice", "bob"])
+    write_vectors(tmp_path / "users.bin", users)
+    first = publish_index(redis_server.url, index_dir, user_vectors=tmp_path / "users.bin")
+    assert first.items == 300 and first.users == 2 and first.model == catalog.fingerprint
+    second = publish_index(redis_server.url, index_dir, keep=1)
+    assert second.previous == first.version
+    with StoreReader(redis_server.url) as reader:
         loaded = reader.load()
         assert loaded.ids == catalog.ids and loaded.bias == pytest.approx(catalog.bias)
         np.testing.assert_array_equal(loaded.item_embeddings, catalog.item_embeddings)
+        np.testing.assert_array_equal(loaded.item_vectors, catalog.item_vectors)
         assert loaded.manifest["source"]["backend"] == "flat"
-        back = runner.invoke(app, ["rollback", "--redis", server.url, "--json"])
-        assert back.exit_code == 0, back.output
-        assert json.loads(back.stdout)["current"] == first["version"] == reader.current_version()
-    refused = runner.invoke(app, ["rollback", "--redis", server.url])
-    assert refused.exit_code == 2 and "nothing to roll back to" in refused.output
-    down = runner.invoke(app, ["rollback", "--redis", "redis://127.0.0.1:1/0"])
-    assert down.exit_code == 2 and "unreachable" in down.output
+        assert rollback(redis_server.url)["current"] == first.version == reader.current_version()
+        assert (reader.user_vector("bob") == 1.0).all()
+    with pytest.raises(VersionNotFound, match="nothing to roll back to"):
+        rollback(redis_server.url)
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        rollback("redis://127.0.0.1:1/0")
+
+
+def test_an_index_that_cannot_be_published_is_refused_clearly(index_dir, tmp_path):
+    make_index("flat").build(np.ones((3, 4), np.float32)).save(tmp_path / "bare")
+    with pytest.raises(ArtifactError, match="manifest lacks"):
+        load_index_catalog(tmp_path / "bare")
+    with pytest.raises(ArtifactError, match="not found"):
+        load_index_catalog(index_dir, items=tmp_path / "nowhere.txt")
+    (index_dir.parent / "items.txt").write_text("1 2\nm0 0.5 0.5\n")
+    with pytest.raises(ArtifactError, match="is not the item vector file"):
+        load_index_catalog(index_dir)

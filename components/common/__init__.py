@@ -1,0 +1,1 @@
+"""What every stage shares: errors that name the bad input, atomic file writes."""

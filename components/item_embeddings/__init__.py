@@ -1,0 +1,1 @@
+"""ItemEmbeddings: the pushed item tower over the item catalogue, as a batch (Beam) job."""

@@ -1,0 +1,1 @@
+"""TwoTowerPusher: both towers to TF Serving under one integer version, plus models.config."""

@@ -1,0 +1,107 @@
+"""TwoTowerPusher: spec, executor, component.
+
+Pushes when the model is blessed (or when no blessing is wired): both towers of the Trainer's
+Model artifact as `<serving_dir>/{user_tower,item_tower}/<version>`, then `models.config`.
+The same Model artifact always gets the same version (a second, cached run pushes nothing
+new). Outputs a PushedModel with `pushed`, `pushed_version`, `pushed_destination`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from tfx import types
+from tfx.components.util import model_utils
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.pusher import serving_layout
+from components.trainer.export import ITEM_TOWER_DIR, USER_TOWER_DIR
+
+
+class TwoTowerPusherSpec(ComponentSpec):
+    PARAMETERS = {
+        "serving_dir": ExecutionParameter(type=str),
+        "base_path_prefix": ExecutionParameter(type=str, optional=True),
+        "keep_versions": ExecutionParameter(type=int, optional=True),
+    }
+    INPUTS = {
+        "model": ChannelParameter(type=standard_artifacts.Model),
+        "model_blessing": ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True),
+    }
+    OUTPUTS = {"pushed_model": ChannelParameter(type=standard_artifacts.PushedModel)}
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(
+        self,
+        input_dict: dict[str, list],
+        output_dict: dict[str, list],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        serving_dir = exec_properties["serving_dir"]
+        pushed.set_string_custom_property("pushed_destination", serving_dir)
+        blessings = input_dict.get("model_blessing") or []
+        if blessings and not model_utils.is_model_blessed(blessings[0]):
+            logging.info("model %s is not blessed: nothing pushed", model.uri)
+            pushed.set_int_custom_property("pushed", 0)
+            return
+        version = serving_layout.pushed_version_of(serving_dir, model.uri)
+        if version is None:
+            version = serving_layout.next_version(serving_dir)
+            info = {
+                "model_uri": model.uri,
+                "model_id": model.id,
+                "version": version,
+                "pushed_at": int(time.time()),
+            }
+            # the item tower first: a client that sees the new user tower finds its items' tower
+            for tower, sub in (("item_tower", ITEM_TOWER_DIR), ("user_tower", USER_TOWER_DIR)):
+                serving_layout.publish_version(
+                    os.path.join(model.uri, sub), os.path.join(serving_dir, tower), version, info
+                )
+            logging.info("pushed version %d of both towers to %s", version, serving_dir)
+        else:
+            logging.info("model %s is already served as version %d", model.uri, version)
+        serving_layout.write_models_config(
+            serving_dir, exec_properties.get("base_path_prefix") or None
+        )
+        keep = exec_properties.get("keep_versions") or 0
+        if keep:
+            serving_layout.prune(serving_dir, keep)
+        pushed.set_int_custom_property("pushed", 1)
+        pushed.set_int_custom_property("pushed_version", version)
+        pushed.set_string_custom_property("pushed_model_uri", model.uri)
+        for tower in serving_layout.TOWERS:
+            pushed.set_string_custom_property(
+                f"{tower}_path", os.path.join(serving_dir, tower, str(version))
+            )
+
+
+class TwoTowerPusher(base_component.BaseComponent):
+    SPEC_CLASS = TwoTowerPusherSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        serving_dir: str,
+        model_blessing: types.BaseChannel | None = None,
+        base_path_prefix: str | None = None,
+        keep_versions: int = 0,
+    ):
+        spec = TwoTowerPusherSpec(
+            model=model,
+            model_blessing=model_blessing,
+            serving_dir=serving_dir,
+            base_path_prefix=base_path_prefix,
+            keep_versions=keep_versions,
+            pushed_model=types.Channel(type=standard_artifacts.PushedModel),
+        )
+        super().__init__(spec=spec)

@@ -1,0 +1,146 @@
+"""TF Serving's layout for the two towers, written so that a version appears complete or not
+at all:
+
+    <serving_dir>/user_tower/<version>/{saved_model.pb, variables/,
+                                        assets.extra/finetower_push.json}
+    <serving_dir>/item_tower/<version>/...
+    <serving_dir>/models.config       (model_config_list for --model_config_file)
+
+Versions are integers (TF Serving loads only numeric folders); one number for both towers.
+A version is copied under a hidden temporary name and renamed into place (atomic on a local
+disk); on object stores (gs://, s3://) the numbered folder is written directly with
+`saved_model.pb` last, since TF Serving loads a version only once that file exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+TOWERS = ("user_tower", "item_tower")
+MODELS_CONFIG = "models.config"
+PUSH_INFO = os.path.join("assets.extra", "finetower_push.json")
+SAVED_MODEL = "saved_model.pb"
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def versions(model_dir: str) -> list[int]:
+    """The numeric version folders under `model_dir`, ascending."""
+    if not tf.io.gfile.isdir(model_dir):
+        return []
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(model_dir))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def read_push_info(version_dir: str) -> dict | None:
+    path = os.path.join(version_dir, PUSH_INFO)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def pushed_version_of(serving_dir: str, model_uri: str) -> int | None:
+    """The version already pushed from the model at `model_uri` (both towers present), if any."""
+    for version in reversed(versions(os.path.join(serving_dir, TOWERS[0]))):
+        info = read_push_info(os.path.join(serving_dir, TOWERS[0], str(version)))
+        both = all(
+            tf.io.gfile.exists(os.path.join(serving_dir, t, str(version), SAVED_MODEL))
+            for t in TOWERS
+        )
+        if info and info.get("model_uri") == model_uri and both:
+            return version
+    return None
+
+
+def next_version(serving_dir: str) -> int:
+    """One more than the highest version of either tower (1 for an empty serving dir)."""
+    found = [v for t in TOWERS for v in versions(os.path.join(serving_dir, t))]
+    return max(found, default=0) + 1
+
+
+def _copy_tree(src: str, dst: str, *, last: str | None = None) -> None:
+    """Copy the folder `src` to `dst`; the file named `last` (at the top) is copied last."""
+    deferred = []
+    for root, _dirs, files in tf.io.gfile.walk(src):
+        rel = os.path.relpath(root, src)
+        target = dst if rel == "." else os.path.join(dst, rel)
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            pair = (os.path.join(root, name), os.path.join(target, name))
+            if rel == "." and name == last:
+                deferred.append(pair)
+            else:
+                tf.io.gfile.copy(*pair, overwrite=True)
+    for pair in deferred:
+        tf.io.gfile.copy(*pair, overwrite=True)
+
+
+def publish_version(tower_src: str, model_dir: str, version: int, info: dict) -> str:
+    """Copy one tower's SavedModel to `model_dir/<version>`, complete before it is visible."""
+    final = os.path.join(model_dir, str(version))
+    if tf.io.gfile.exists(final):
+        raise FileExistsError(f"{final} exists: versions are never overwritten")
+    tf.io.gfile.makedirs(model_dir)
+    staging = (
+        final
+        if is_remote(model_dir)
+        else os.path.join(model_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+    )
+    _copy_tree(tower_src, staging, last=SAVED_MODEL if is_remote(model_dir) else None)
+    tf.io.gfile.makedirs(os.path.dirname(os.path.join(staging, PUSH_INFO)))
+    with tf.io.gfile.GFile(os.path.join(staging, PUSH_INFO), "w") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+    if staging != final:
+        tf.io.gfile.rename(staging, final)
+    return final
+
+
+def models_config(serving_dir: str, base_path_prefix: str | None = None, num_versions: int = 2):
+    """A ModelServerConfig serving both towers; `base_path_prefix` replaces `serving_dir` in
+    the base paths (a container that mounts the folder elsewhere, e.g. /models)."""
+    root = base_path_prefix or (
+        serving_dir if is_remote(serving_dir) else os.path.abspath(serving_dir)
+    )
+    config = model_server_config_pb2.ModelServerConfig()
+    for tower in TOWERS:
+        model = config.model_config_list.config.add()
+        model.name = tower
+        model.base_path = f"{root.rstrip('/')}/{tower}"
+        model.model_platform = "tensorflow"
+        # the previous version stays loaded while a new one arrives, so a client can ask for
+        # the user-tower version that matches the item embeddings it holds
+        model.model_version_policy.latest.num_versions = num_versions
+    return config
+
+
+def write_models_config(
+    serving_dir: str, base_path_prefix: str | None = None, num_versions: int = 2
+) -> str:
+    path = os.path.join(serving_dir, MODELS_CONFIG)
+    text = text_format.MessageToString(models_config(serving_dir, base_path_prefix, num_versions))
+    tmp = os.path.join(serving_dir, f".{MODELS_CONFIG}.{uuid.uuid4().hex[:8]}")
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    return path
+
+
+def prune(serving_dir: str, keep: int) -> list[int]:
+    """Delete all but the newest `keep` versions of both towers; return the deleted ones."""
+    deleted = []
+    for version in versions(os.path.join(serving_dir, TOWERS[0]))[:-keep] if keep > 0 else []:
+        for tower in TOWERS:
+            path = os.path.join(serving_dir, tower, str(version))
+            if tf.io.gfile.exists(path):
+                tf.io.gfile.rmtree(path)
+        deleted.append(version)
+    return deleted

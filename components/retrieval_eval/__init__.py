@@ -1,0 +1,1 @@
+"""Retrieval evaluation: exact full-catalogue ranking metrics, baselines and ANN recall."""

@@ -1,0 +1,1 @@
+"""Trainer's module file: the recipe's DSSM, its training, and the tower exports."""

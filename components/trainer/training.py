@@ -1,0 +1,134 @@
+"""Trainer's `run_fn`: the recipe's training, then the three exports.
+
+`custom_config` (from pipeline/configs.py): epochs, batch_size, learning_rate, patience,
+seed, user_dim, item_dim. Reads the raw Examples and applies the transform graph in the
+input pipeline (Transform does not materialize its output); shuffles with the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+from tfx_bsl.public import tfxio  # noqa: E402
+
+from components.example_gen.recipe_csv import ITEM_VECTOR, LABEL, USER_VECTOR  # noqa: E402
+from components.trainer import export  # noqa: E402
+from components.trainer.model import build_dssm, copy_weights_by_name  # noqa: E402
+
+SHUFFLE_BUFFER = 100_000
+MODEL_INFO = "finetower_model.json"
+SUMMARY_FILE = "model_summary.txt"
+PLOT_FILE = "model.png"
+
+
+def input_dataset(
+    files: list[str],
+    data_accessor: tfx.components.DataAccessor,
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+) -> tf.data.Dataset:
+    """One epoch of transformed `((user_vector, item_vector), label)` batches."""
+    options = tfxio.TensorFlowDatasetOptions(
+        batch_size=batch_size,
+        num_epochs=1,
+        shuffle=shuffle,
+        shuffle_buffer_size=SHUFFLE_BUFFER,
+        shuffle_seed=seed,
+        drop_final_batch=False,
+    )
+    raw_schema = tf_transform_output.raw_metadata.schema
+    dataset = data_accessor.tf_dataset_factory(files, options, raw_schema)
+    tft_layer = tf_transform_output.transform_features_layer()
+
+    def to_model_inputs(raw):
+        wanted = {k: raw[k] for k in (USER_VECTOR, ITEM_VECTOR)}
+        features = tft_layer(wanted)
+        label = tf.cast(tf.reshape(raw[LABEL], [-1, 1]), tf.float32)
+        return (features[USER_VECTOR], features[ITEM_VECTOR]), label
+
+    return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _write_summary_and_plot(model, model_uri: str) -> None:
+    lines: list[str] = []
+    model.summary(print_fn=lines.append)
+    tf.io.gfile.GFile(os.path.join(model_uri, SUMMARY_FILE), "w").write("\n".join(lines) + "\n")
+    try:
+        keras.utils.plot_model(
+            model,
+            to_file=os.path.join(model_uri, PLOT_FILE),
+            show_shapes=True,
+            show_layer_names=True,
+        )
+    except (ImportError, OSError) as error:  # pydot or graphviz's `dot` missing: no picture
+        logging.warning("model plot skipped (%s); install graphviz for %s", error, PLOT_FILE)
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    config = fn_args.custom_config or {}
+    epochs = int(config.get("epochs", 2))
+    batch_size = int(config.get("batch_size", 128))
+    seed = int(config.get("seed", 0))
+    user_dim, item_dim = int(config.get("user_dim", 128)), int(config.get("item_dim", 128))
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = input_dataset(
+        fn_args.train_files,
+        fn_args.data_accessor,
+        tf_transform_output,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+    )
+    val = input_dataset(
+        fn_args.eval_files,
+        fn_args.data_accessor,
+        tf_transform_output,
+        4096,
+        shuffle=False,
+        seed=seed,
+    )
+    model = build_dssm(user_dim, item_dim, float(config.get("learning_rate", 1e-3)))
+    if fn_args.base_model:
+        base = keras.models.load_model(fn_args.base_model, compile=False)
+        copied = copy_weights_by_name(base, model)
+        logging.info("fine-tuning from %s (layers %s)", fn_args.base_model, copied)
+
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=int(config.get("patience", 10)), restore_best_weights=True
+        ),
+        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
+    ]
+    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2)
+
+    model_uri = os.path.dirname(fn_args.serving_model_dir)
+    paths = export.export_all(
+        model, tf_transform_output.transform_features_layer(), model_uri, user_dim, item_dim
+    )
+    _write_summary_and_plot(model, model_uri)
+    info = {
+        "user_dim": user_dim,
+        "item_dim": item_dim,
+        "parameters": int(model.count_params()),
+        "normalize": config.get("normalize"),
+        "seed": seed,
+        "base_model": fn_args.base_model,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "exports": {k: os.path.relpath(p, model_uri) for k, p in paths.items()},
+    }
+    with tf.io.gfile.GFile(os.path.join(model_uri, MODEL_INFO), "w") as f:
+        json.dump(info, f, indent=2)

@@ -1,0 +1,1 @@
+"""Transform's module file: the vectors' normalization."""

@@ -1,0 +1,1 @@
+"""A gate after ExampleValidator: anomalies stop the run before Transform and training."""

@@ -1,0 +1,1 @@
+"""The finetower pipeline: configuration, the DAG, and its runners."""

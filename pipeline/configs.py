@@ -1,0 +1,103 @@
+"""Every knob of the pipeline, once, with the recipe's defaults.
+
+The local runner's flags override these; the tfx CLI passes no flags, so each knob can also
+come from an environment variable `FINETOWER_<NAME>` (e.g. FINETOWER_OUTPUT_DIR,
+FINETOWER_TRAIN_DATA, FINETOWER_EPOCHS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+PIPELINE_NAME = "finetower"
+
+# Beam on the local machine: in-memory, one worker, and no attempt to download the Prism
+# runner (Beam 2.77's default tries that for every job, and fails offline)
+BEAM_IN_MEMORY = [
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+    "--runner=DirectRunner",
+]
+
+
+@dataclass
+class PipelineConfig:
+    # data
+    train_data: str | None = None  # a file or glob; None: the embedded synthetic data set
+    val_data: str | None = None  # None: hash-split train_data 80/20
+    items: str | None = None  # item catalogue (CSV item_id,v.. or word2vec text)
+    user_dim: int = 128
+    item_dim: int = 128
+    # where everything goes: <output_dir>/{tfx, metadata.sqlite, serving, item_embeddings}
+    output_dir: str = "finetower-output"
+    # Transform
+    normalize: str = "zscore"
+    # Trainer: the recipe
+    epochs: int = 2
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    patience: int = 10
+    seed: int = 0
+    base_model: str | None = None  # a Model folder (with Format-Serving/) to fine-tune from
+    # Evaluator: the blessing that gates the push
+    auc_floor: float = 0.6
+    regression_tolerance: float = 0.01  # AUC may fall by at most this against the last blessed
+    # Pusher
+    base_path_prefix: str | None = None  # rewrite base paths in models.config (e.g. /models)
+    keep_versions: int = 0  # prune old tower versions beyond this many (0: keep all)
+    beam_pipeline_args: list[str] = field(default_factory=lambda: list(BEAM_IN_MEMORY))
+    pipeline_name: str = PIPELINE_NAME
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "tfx")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata.sqlite")
+
+    @property
+    def serving_dir(self) -> str:
+        return os.path.join(self.output_dir, "serving")
+
+    def trainer_config(self) -> dict:
+        """What run_fn reads (custom_config)."""
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "patience": self.patience,
+            "seed": self.seed,
+            "user_dim": self.user_dim,
+            "item_dim": self.item_dim,
+            "normalize": self.normalize,
+        }
+
+
+def _parse(value: str, kind: type):
+    if kind is bool:
+        return value.lower() in ("1", "true", "yes")
+    if kind is list:
+        return value.split()
+    return kind(value)
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    text = str(f.type)
+    for kind in (int, float, list, bool):
+        if text.startswith(kind.__name__):
+            return kind
+    return str
+
+
+def from_environment(environ=os.environ, **overrides) -> PipelineConfig:
+    """PipelineConfig from FINETOWER_<NAME> variables, then `overrides` (None: not given)."""
+    values = {}
+    for f in dataclasses.fields(PipelineConfig):
+        raw = environ.get(f"FINETOWER_{f.name.upper()}")
+        if raw is not None and raw != "":
+            values[f.name] = _parse(raw, _field_type(f))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return PipelineConfig(**values)

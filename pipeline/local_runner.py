@@ -1,0 +1,87 @@
+"""Run the pipeline on TFX's LocalDagRunner (SQLite ML Metadata).
+
+    python -m pipeline.local_runner --train_data=PATH --val_data=PATH [--items=PATH] \
+        --output_dir=DIR
+    python -m pipeline.local_runner --output_dir=DIR      # the embedded synthetic data set
+
+Also the `tfx` CLI's pipeline file (`tfx pipeline create --engine local --pipeline_path
+pipeline/local_runner.py`): the CLI runs it as a script, with `pipeline/` first on sys.path,
+where `pipeline/pipeline.py` would shadow this package; configuration then comes from
+pipeline/configs.py and FINETOWER_* environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script (the tfx CLI): import the repo's packages
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+    sys.modules.pop("pipeline", None)
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFMA recognises Keras 2 models only so
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+
+from pipeline import configs  # noqa: E402
+from pipeline.demo_data import ensure_demo_data  # noqa: E402
+from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline.run_summary import data_error_in, push_state_after_failure, summarize  # noqa: E402
+
+
+def resolve_data(config: configs.PipelineConfig) -> tuple[str, str | None, str | None]:
+    """(train, eval, items) paths; the embedded default's files when no train data is given."""
+    if config.train_data:
+        return config.train_data, config.val_data, config.items
+    demo = ensure_demo_data(os.path.join(config.output_dir, "demo_data"))
+    return str(demo["train"]), str(demo["eval"]), config.items or str(demo["items"])
+
+
+def build(config: configs.PipelineConfig):
+    train, val, items = resolve_data(config)
+    return create_pipeline(config, train, val, items)
+
+
+def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train_data", help="recipe CSV file or glob (default: synthetic demo)")
+    parser.add_argument("--val_data", help="recipe CSV for the eval split (default: 80/20 hash)")
+    parser.add_argument("--items", help="item catalogue: CSV item_id,v.. or word2vec text")
+    parser.add_argument("--output_dir")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch_size", type=int)
+    parser.add_argument("--patience", type=int)
+    parser.add_argument("--learning_rate", type=float)
+    parser.add_argument("--normalize", choices=["zscore", "l2", "none"])
+    parser.add_argument("--base_model", help="a Model folder to fine-tune from")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--user_dim", type=int)
+    parser.add_argument("--item_dim", type=int)
+    parser.add_argument("--auc_floor", type=float)
+    args = parser.parse_args(argv)
+    return configs.from_environment(**vars(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tfx import v1 as tfx
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    config = parse_args(argv)
+    started = time.time()
+    try:
+        tfx.orchestration.LocalDagRunner().run(build(config))
+    except Exception as error:  # noqa: BLE001 (the runner's top level: say what failed, exit 1)
+        found = data_error_in(error)
+        print(f"\nfinetower: run failed: {found or error}", file=sys.stderr)
+        print(push_state_after_failure(config), file=sys.stderr)
+        return 1
+    print(summarize(config, started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

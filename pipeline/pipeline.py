@@ -1,0 +1,190 @@
+"""create_pipeline: the DAG, top to bottom.
+
+RecipeCsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
+-> Transform -> Trainer -> (latest blessed model) -> Evaluator -> TwoTowerPusher
+-> ItemEmbeddings
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.example_gen.component import RecipeCsvExampleGen
+from components.example_gen.recipe_csv import LABEL
+from components.example_gen.schema import schema_file_for
+from components.item_embeddings.component import ItemEmbeddings
+from components.pusher.component import TwoTowerPusher
+from components.validation.anomalies_gate import AnomaliesGate
+from pipeline.configs import PipelineConfig
+
+PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
+RUN_FN = "components.trainer.training.run_fn"
+
+
+def example_gen_inputs(train_data: str, val_data: str | None):
+    """(input_base, Input, Output): named train/eval splits, or one input hash-split 80/20."""
+    from tfx.proto import example_gen_pb2
+
+    paths = [os.path.abspath(p) if "://" not in p else p for p in (train_data, val_data) if p]
+    base = (
+        os.path.commonpath([os.path.dirname(p) for p in paths])
+        if "://" not in paths[0]
+        else os.path.dirname(paths[0])
+    )
+    rel = [os.path.relpath(p, base) if "://" not in p else p[len(base) + 1 :] for p in paths]
+    if val_data:
+        inputs = example_gen_pb2.Input(
+            splits=[
+                example_gen_pb2.Input.Split(name="train", pattern=rel[0]),
+                example_gen_pb2.Input.Split(name="eval", pattern=rel[1]),
+            ]
+        )
+        return base, inputs, example_gen_pb2.Output()
+    inputs = example_gen_pb2.Input(
+        splits=[example_gen_pb2.Input.Split(name="single", pattern=rel[0])]
+    )
+    outputs = example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
+            splits=[
+                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
+                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
+            ]
+        )
+    )
+    return base, inputs, outputs
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """AUC, accuracy and loss on the eval split; bless when AUC clears the floor and does not
+    fall below the latest blessed model's by more than the tolerance."""
+    auc = tfma.MetricConfig(
+        class_name="AUC",
+        threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.auc_floor}),
+            change_threshold=tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                absolute={"value": -config.regression_tolerance},
+            ),
+        ),
+    )
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name="serving_default", label_key=LABEL, prediction_key="probability"
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    auc,
+                    tfma.MetricConfig(class_name="BinaryAccuracy"),
+                    tfma.MetricConfig(class_name="BinaryCrossentropy"),
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                ]
+            )
+        ],
+    )
+
+
+def create_pipeline(
+    config: PipelineConfig, train_data: str, val_data: str | None, items: str | None
+):
+    input_base, input_config, output_config = example_gen_inputs(train_data, val_data)
+    example_gen = RecipeCsvExampleGen(
+        input_base=input_base,
+        input_config=input_config,
+        output_config=output_config,
+        user_dim=config.user_dim,
+        item_dim=config.item_dim,
+    )
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=str(schema_file_for(config.user_dim, config.item_dim, config.output_dir))
+    )
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"normalize": config.normalize},
+        materialize=False,
+        disable_statistics=True,
+    )
+    transform.add_upstream_node(anomalies_gate)
+
+    trainer_args = dict(
+        run_fn=RUN_FN,
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config=config.trainer_config(),
+    )
+    components = [
+        example_gen,
+        statistics_gen,
+        schema_gen,
+        example_validator,
+        anomalies_gate,
+        transform,
+    ]
+    if config.base_model:
+        base_model = tfx.dsl.Importer(
+            source_uri=config.base_model,
+            artifact_type=tfx.types.standard_artifacts.Model,
+            # without it an imported Model counts as old-style and the path is not its
+            # Format-Serving folder (tfx#4151)
+            custom_properties={"tfx_version": tfx.__version__},
+        ).with_id("base_model_importer")
+        trainer_args["base_model"] = base_model.outputs["result"]
+        components.append(base_model)
+    trainer = tfx.components.Trainer(**trainer_args)
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(config),
+    )
+    pusher = TwoTowerPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        serving_dir=os.path.abspath(config.serving_dir)
+        if "://" not in config.serving_dir
+        else config.serving_dir,
+        base_path_prefix=config.base_path_prefix,
+        keep_versions=config.keep_versions,
+    )
+    item_embeddings = ItemEmbeddings(
+        pushed_model=pusher.outputs["pushed_model"],
+        examples=example_gen.outputs["examples"],
+        output_dir=os.path.abspath(config.output_dir)
+        if "://" not in config.output_dir
+        else config.output_dir,
+        item_dim=config.item_dim,
+        items=items,
+    )
+    components += [trainer, model_resolver, evaluator, pusher, item_embeddings]
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=components,
+        enable_cache=True,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path
+        ),
+        beam_pipeline_args=config.beam_pipeline_args,
+    )

@@ -1,0 +1,246 @@
+"""The whole pipeline on LocalDagRunner: real TFX components, SQLite ML Metadata, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from google.protobuf import text_format
+from pipeline_helpers import REPO, distinct_rows, run_local_runner, small_recipe_files
+from tensorflow_serving.config import model_server_config_pb2
+
+from pipeline.run_summary import latest_run_artifacts
+
+COMPONENTS = {
+    "RecipeCsvExampleGen",
+    "StatisticsGen",
+    "ImportSchemaGen",
+    "ExampleValidator",
+    "AnomaliesGate",
+    "Transform",
+    "Trainer",
+    "latest_blessed_model_resolver",
+    "Evaluator",
+    "TwoTowerPusher",
+    "ItemEmbeddings",
+}
+
+
+def executions_by_component(metadata_path: Path) -> list[dict[str, str]]:
+    """For each pipeline run, oldest first: component id -> last known execution state."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = str(metadata_path)
+    store = metadata_store.MetadataStore(connection)
+    runs = sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
+    nodes = {c.id: c.name.split(".")[-1] for c in store.get_contexts_by_type("node")}
+    states = metadata_store_pb2.Execution.State.Name
+    out = []
+    for run in runs:
+        by_node = {}
+        for execution in store.get_executions_by_context(run.id):
+            for ctx in store.get_contexts_by_execution(execution.id):
+                if ctx.id in nodes:
+                    by_node[nodes[ctx.id]] = states(execution.last_known_state)
+        out.append(by_node)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipeline_runs(tmp_path_factory):
+    """Run 1 and an unchanged run 2 on small data; the output dir they share."""
+    root = tmp_path_factory.mktemp("e2e")
+    data = small_recipe_files(root / "data")
+    out = root / "out"
+    args = [
+        "--train_data",
+        str(data["train"]),
+        "--val_data",
+        str(data["eval"]),
+        "--output_dir",
+        str(out),
+    ]
+    first = run_local_runner(*args)
+    assert first.returncode == 0, first.stderr[-4000:]
+    manifest = out / "item_embeddings" / "1" / "manifest.json"
+    manifest_mtime = manifest.stat().st_mtime_ns
+    second = run_local_runner(*args)
+    assert second.returncode == 0, second.stderr[-4000:]
+    return {
+        "data": data,
+        "out": out,
+        "args": args,
+        "first": first,
+        "second": second,
+        "manifest_mtime": manifest_mtime,
+    }
+
+
+def test_every_component_completes_and_summary_names_the_push(pipeline_runs):
+    runs = executions_by_component(pipeline_runs["out"] / "metadata.sqlite")
+    assert set(runs[0]) == COMPONENTS
+    assert set(runs[0].values()) == {"COMPLETE"}, runs[0]
+    summary = pipeline_runs["first"].stdout
+    assert "pushed version 1 of user_tower and item_tower" in summary
+    assert "eval AUC" in summary and "blessed: yes" in summary
+
+
+def test_both_towers_pushed_under_one_version_and_models_config_names_them(pipeline_runs):
+    serving = pipeline_runs["out"] / "serving"
+    assert sorted(os.listdir(serving / "user_tower")) == ["1"]
+    assert sorted(os.listdir(serving / "item_tower")) == ["1"]
+    config = text_format.Parse(
+        (serving / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
+    names = {c.name: c for c in config.model_config_list.config}
+    assert set(names) == {"user_tower", "item_tower"}
+    for name, model in names.items():
+        assert os.path.isabs(model.base_path)
+        assert Path(model.base_path) == serving / name
+        assert (Path(model.base_path) / "1" / "saved_model.pb").is_file()
+        assert model.model_version_policy.latest.num_versions == 2
+
+
+def test_folded_towers_reproduce_the_full_models_probability(pipeline_runs):
+    import tensorflow as tf
+
+    data, serving = pipeline_runs["data"], pipeline_runs["out"] / "serving"
+    cut = data["cut"]
+    users, items = data["users"][cut : cut + 200], data["items"][cut : cut + 200]
+    user_tower = tf.saved_model.load(str(serving / "user_tower" / "1")).signatures[
+        "serving_default"
+    ]
+    item_tower = tf.saved_model.load(str(serving / "item_tower" / "1")).signatures[
+        "serving_default"
+    ]
+    user = user_tower(user_vector=tf.constant(users))
+    item = item_tower(item_vector=tf.constant(items))
+    assert user["query"].shape == (200, 64) and item["item_embedding"].shape == (200, 64)
+    logits = np.sum(user["query"].numpy() * item["item_embedding"].numpy(), axis=1)
+    folded = 1 / (1 + np.exp(-(logits + user["bias"].numpy()[:, 0])))
+
+    model_uri = Path(
+        json.loads(
+            (serving / "user_tower" / "1" / "assets.extra" / "finetower_push.json").read_text()
+        )["model_uri"]
+    )
+    full = tf.saved_model.load(str(model_uri / "Format-Serving")).signatures["serving_default"]
+    examples = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "user_vector": tf.train.Feature(float_list=tf.train.FloatList(value=u)),
+                    "item_vector": tf.train.Feature(float_list=tf.train.FloatList(value=i)),
+                }
+            )
+        ).SerializeToString()
+        for u, i in zip(users, items, strict=True)
+    ]
+    probability = full(examples=tf.constant(examples))["probability"].numpy()[:, 0]
+    np.testing.assert_allclose(folded, probability, atol=1e-5)
+
+
+def test_one_embedding_per_distinct_item(pipeline_runs):
+    data, out = pipeline_runs["data"], pipeline_runs["out"]
+    folder = out / "item_embeddings" / "1"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    table = pq.read_table(folder / "embeddings.parquet")
+    assert manifest["version"] == 1 and manifest["dim"] == 64
+    assert manifest["count"] == table.num_rows == distinct_rows(data["items"])
+    ids = table.column("item_id").to_pylist()
+    assert len(set(ids)) == len(ids)
+    assert len(table.column("embedding")[0]) == 64
+
+
+def test_second_run_is_cached_and_pushes_nothing_new(pipeline_runs):
+    runs = executions_by_component(pipeline_runs["out"] / "metadata.sqlite")
+    assert len(runs) == 2
+    for component in ("RecipeCsvExampleGen", "StatisticsGen", "Transform", "Trainer"):
+        assert runs[1][component] == "CACHED", runs[1]
+    out = pipeline_runs["out"]
+    assert sorted(os.listdir(out / "serving" / "user_tower")) == ["1"]
+    assert sorted(os.listdir(out / "item_embeddings")) == ["1"]
+    manifest = out / "item_embeddings" / "1" / "manifest.json"
+    assert manifest.stat().st_mtime_ns == pipeline_runs["manifest_mtime"]  # not re-embedded
+    assert "pushed version 1" in pipeline_runs["second"].stdout
+
+
+def test_a_bad_line_fails_the_run_names_it_and_pushes_nothing(pipeline_runs, tmp_path):
+    out = pipeline_runs["out"]
+    config_before = (out / "serving" / "models.config").read_text()
+    lines = pipeline_runs["data"]["train"].read_text().splitlines(keepends=True)
+    fields = lines[41].split(",")
+    fields[7] = "oops"
+    lines[41] = ",".join(fields)
+    bad = tmp_path / "bad" / "train.csv"
+    bad.parent.mkdir()
+    bad.write_text("".join(lines))
+    result = run_local_runner(
+        "--train_data",
+        str(bad),
+        "--val_data",
+        str(pipeline_runs["data"]["eval"]),
+        "--output_dir",
+        str(out),
+    )
+    assert result.returncode != 0
+    assert f"{bad}, line 42, field 8: 'oops' is not a number" in result.stderr
+    assert "nothing was pushed" in result.stderr
+    assert sorted(os.listdir(out / "serving" / "user_tower")) == ["1"]
+    assert (out / "serving" / "models.config").read_text() == config_before
+    assert latest_run_artifacts(str(out / "metadata.sqlite")).get("PushedModel") is None
+
+
+@pytest.mark.skipif(
+    shutil.which("tfx", path=os.path.dirname(sys.executable)) is None,
+    reason="the tfx CLI is not installed beside this Python",
+)
+def test_tfx_cli_creates_and_runs_the_pipeline(tmp_path):
+    data = small_recipe_files(tmp_path / "data", rows=2000, items=200)
+    tfx_cli = shutil.which("tfx", path=os.path.dirname(sys.executable))
+    env = {
+        **os.environ,
+        "LOCAL_HOME": str(tmp_path / "tfx_home"),
+        "FINETOWER_OUTPUT_DIR": str(tmp_path / "out"),
+        "FINETOWER_TRAIN_DATA": str(data["train"]),
+        "FINETOWER_VAL_DATA": str(data["eval"]),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    create = subprocess.run(
+        [
+            tfx_cli,
+            "pipeline",
+            "create",
+            "--engine",
+            "local",
+            "--pipeline_path",
+            "pipeline/local_runner.py",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert create.returncode == 0, create.stderr[-3000:]
+    assert "built (not run)" in create.stdout
+    run = subprocess.run(
+        [tfx_cli, "run", "create", "--engine", "local", "--pipeline_name", "finetower"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "out" / "serving" / "user_tower" / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "out" / "item_embeddings" / "1" / "embeddings.parquet").is_file()

@@ -1,0 +1,120 @@
+"""run_fn on hand-built artifacts: ExampleGen's real output, a real transform graph."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_example_gen import run_executor
+from tft_helpers import analyze
+from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
+from tfx.components.util import tfxio_utils
+from tfx.proto import example_gen_pb2
+
+from components.trainer import training
+from pipeline.demo_data import DemoData, demo_samples, write_recipe_csv
+
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    labels, users, items, _ = demo_samples(
+        DemoData(rows=1500, items=100, user_dim=DIM, item_dim=DIM)
+    )
+    (root / "input").mkdir()
+    write_recipe_csv(root / "input" / "train.csv", labels[:1200], users[:1200], items[:1200])
+    write_recipe_csv(root / "input" / "eval.csv", labels[1200:], users[1200:], items[1200:])
+    inputs = example_gen_pb2.Input(
+        splits=[
+            example_gen_pb2.Input.Split(name="train", pattern="train.csv"),
+            example_gen_pb2.Input.Split(name="eval", pattern="eval.csv"),
+        ]
+    )
+    examples = run_executor(root, inputs, example_gen_pb2.Output(), DIM, DIM)
+    transform_output, _ = analyze(root, labels[:1200], users[:1200], items[:1200])
+    return {
+        "root": root,
+        "examples": examples,
+        "transform": transform_output,
+        "users": users,
+        "items": items,
+    }
+
+
+def fn_args(artifacts, out: Path, **config) -> FnArgs:
+    examples = artifacts["examples"]
+    split = lambda name: [os.path.join(examples.uri, f"Split-{name}", "*")]  # noqa: E731
+    return FnArgs(
+        train_files=split("train"),
+        eval_files=split("eval"),
+        transform_output=str(artifacts["root"] / "transform"),
+        serving_model_dir=str(out / "model" / "Format-Serving"),
+        model_run_dir=str(out / "model_run"),
+        data_accessor=DataAccessor(
+            tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
+            record_batch_factory=None,
+            data_view_decode_fn=None,
+        ),
+        custom_config={
+            "epochs": 2,
+            "batch_size": 64,
+            "seed": 3,
+            "user_dim": DIM,
+            "item_dim": DIM,
+            **config,
+        },
+    )
+
+
+def dense_weights(model_dir: Path) -> list[np.ndarray]:
+    loaded = tf.saved_model.load(str(model_dir / "Format-Serving"))
+    return [
+        v.numpy()
+        for v in sorted(loaded.variables, key=lambda v: v.name)
+        if "tower" in v.name or "output" in v.name
+    ]
+
+
+def test_same_seed_same_model_and_everything_written(artifacts, tmp_path):
+    training.run_fn(fn_args(artifacts, tmp_path / "a"))
+    training.run_fn(fn_args(artifacts, tmp_path / "b"))
+    a, b = dense_weights(tmp_path / "a" / "model"), dense_weights(tmp_path / "b" / "model")
+    assert len(a) == 6
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    model = tmp_path / "a" / "model"
+    for name in ("Format-Serving", "user_tower", "item_tower"):
+        assert (model / name / "saved_model.pb").is_file()
+    info = json.loads((model / training.MODEL_INFO).read_text())
+    assert info["parameters"] == 64 * (DIM + 1) * 2 + 65
+    assert len(info["history"]["val_loss"]) == 2
+    assert info["history"]["loss"][1] < info["history"]["loss"][0]
+    assert "Total params" in (model / training.SUMMARY_FILE).read_text()
+    assert tf.io.gfile.glob(str(tmp_path / "a" / "model_run" / "**" / "events.out.tfevents.*"))
+
+
+def test_another_seed_another_model(artifacts, tmp_path):
+    training.run_fn(fn_args(artifacts, tmp_path / "a", epochs=1))
+    training.run_fn(fn_args(artifacts, tmp_path / "b", epochs=1, seed=4))
+    a, b = dense_weights(tmp_path / "a" / "model"), dense_weights(tmp_path / "b" / "model")
+    assert not np.array_equal(a[0], b[0])
+
+
+def test_fine_tuning_starts_from_the_base_models_weights(artifacts, tmp_path):
+    training.run_fn(fn_args(artifacts, tmp_path / "base", epochs=1, seed=11))
+    base = tmp_path / "base" / "model" / "Format-Serving"
+    args = fn_args(artifacts, tmp_path / "tuned", epochs=1, learning_rate=0.0)
+    args.base_model = str(base)
+    training.run_fn(args)  # a zero learning rate: the exported model is the base model
+    for x, y in zip(
+        dense_weights(tmp_path / "base" / "model"),
+        dense_weights(tmp_path / "tuned" / "model"),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(x, y)

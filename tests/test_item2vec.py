@@ -235,7 +235,9 @@ def test_user_vector_keeps_the_last_known_items_and_names_the_unknown():
     assert user_vector(vectors, ["zz"]) == (None, ["zz"])
     # half-life 1: the newest weighs 1, the one before 1/2
     vector, _ = user_vector(vectors, ["a", "b"], last_n=None, half_life=1.0)
-    np.testing.assert_allclose(vector, (vectors.vectors[0] * 0.5 + vectors.vectors[1]) / 1.5)
+    np.testing.assert_allclose(
+        vector, (vectors.vectors[0] * 0.5 + vectors.vectors[1]) / 1.5, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(("last_n", "half_life"), [(5, None), (None, None), (3, 2.0), (None, 1.5)])

@@ -95,12 +95,17 @@ def publish_version(tower_src: str, model_dir: str, version: int, info: dict) ->
         if is_remote(model_dir)
         else os.path.join(model_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
     )
-    _copy_tree(tower_src, staging, last=SAVED_MODEL if is_remote(model_dir) else None)
-    tf.io.gfile.makedirs(os.path.dirname(os.path.join(staging, PUSH_INFO)))
-    with tf.io.gfile.GFile(os.path.join(staging, PUSH_INFO), "w") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
-    if staging != final:
-        tf.io.gfile.rename(staging, final)
+    try:
+        tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(PUSH_INFO)))
+        with tf.io.gfile.GFile(os.path.join(staging, PUSH_INFO), "w") as f:
+            json.dump(info, f, indent=2, sort_keys=True)
+        _copy_tree(tower_src, staging, last=SAVED_MODEL if is_remote(model_dir) else None)
+        if staging != final:
+            tf.io.gfile.rename(staging, final)
+    except BaseException:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)  # never leave a half-written version behind
+        raise
     return final
 
 

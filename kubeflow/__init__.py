@@ -1,0 +1,1 @@
+"""Compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines."""

@@ -1,0 +1,150 @@
+"""Item catalogues and the ItemEmbeddings executor on hand-built artifacts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from test_example_gen import run_executor
+from tft_helpers import analyze
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+
+from components.common.errors import DataError
+from components.example_gen.recipe_csv import vector_ids
+from components.item_embeddings.catalogue import iter_catalogue
+from components.item_embeddings.component import Executor, ItemEmbeddingsArtifact
+from components.trainer.export import export_item_tower
+from components.trainer.model import build_dssm
+from pipeline.configs import BEAM_IN_MEMORY
+from pipeline.demo_data import DemoData, demo_samples, write_item_catalogue, write_recipe_csv
+
+DIM = 8
+
+
+def test_csv_and_word2vec_catalogues(tmp_path):
+    vectors = np.random.default_rng(0).normal(size=(5, DIM)).astype(np.float32)
+    write_item_catalogue(tmp_path / "items.csv", vectors)
+    ((ids, got),) = list(iter_catalogue(str(tmp_path / "items.csv"), DIM))
+    assert ids.tolist() == [f"item-{i}".encode() for i in range(5)]
+    np.testing.assert_array_equal(got, vectors)
+    lines = [f"{len(vectors)} {DIM}"] + [
+        f"w{i} " + " ".join(repr(float(v)) for v in row) for i, row in enumerate(vectors)
+    ]
+    (tmp_path / "items.w2v").write_text("\n".join(lines) + "\n")
+    ((ids, got),) = list(iter_catalogue(str(tmp_path / "items.w2v"), DIM))
+    assert ids.tolist()[0] == b"w0"
+    np.testing.assert_array_equal(got, vectors)
+
+
+def test_catalogue_errors_name_the_line(tmp_path):
+    text = "a,1,2,3\nb,4,nan,6\n"
+    (tmp_path / "bad.csv").write_text(text)
+    with pytest.raises(DataError, match=r"bad.csv, line 2, field 3: NaN"):
+        list(iter_catalogue(str(tmp_path / "bad.csv"), 3))
+    (tmp_path / "short.csv").write_text("a,1,2\n")
+    with pytest.raises(DataError, match="not a catalogue of 3-d vectors"):
+        list(iter_catalogue(str(tmp_path / "short.csv"), 3))
+
+
+@pytest.fixture(scope="module")
+def pushed_tower(tmp_path_factory):
+    """A real item tower SavedModel, ExampleGen output, and a PushedModel pointing at them."""
+    root = tmp_path_factory.mktemp("embed")
+    labels, users, items, item_vectors = demo_samples(
+        DemoData(rows=400, items=30, user_dim=DIM, item_dim=DIM)
+    )
+    (root / "input").mkdir()
+    write_recipe_csv(root / "input" / "all.csv", labels, users, items)
+    inputs = example_gen_pb2.Input(
+        splits=[
+            example_gen_pb2.Input.Split(name="train", pattern="all.csv"),
+            example_gen_pb2.Input.Split(name="eval", pattern="all.csv"),
+        ]
+    )
+    examples = run_executor(root, inputs, example_gen_pb2.Output(), DIM, DIM)
+    transform, _ = analyze(root, labels, users, items)
+    keras.utils.set_random_seed(0)
+    model = build_dssm(DIM, DIM)
+    export_item_tower(model, transform.transform_features_layer(), str(root / "item_tower"), DIM)
+    pushed = standard_artifacts.PushedModel()
+    pushed.set_int_custom_property("pushed", 1)
+    pushed.set_int_custom_property("pushed_version", 4)
+    pushed.set_string_custom_property("item_tower_path", str(root / "item_tower"))
+    return {
+        "root": root,
+        "examples": examples,
+        "pushed": pushed,
+        "items": items,
+        "item_vectors": item_vectors,
+    }
+
+
+def embed(setup, tmp_path, items=None):
+    out = ItemEmbeddingsArtifact()
+    out.uri = str(tmp_path / "artifact")
+    tf.io.gfile.makedirs(out.uri)
+    context = Executor.Context(beam_pipeline_args=BEAM_IN_MEMORY, tmp_dir=str(tmp_path / "tmp"))
+    Executor(context).Do(
+        {"pushed_model": [setup["pushed"]], "examples": [setup["examples"]]},
+        {"item_embeddings": [out]},
+        {"output_dir": str(tmp_path / "out"), "items": items, "item_dim": DIM},
+    )
+    return out
+
+
+def test_distinct_training_items_are_embedded_by_the_pushed_tower(pushed_tower, tmp_path):
+    out = embed(pushed_tower, tmp_path)
+    folder = tmp_path / "out" / "item_embeddings" / "4"
+    table = pq.read_table(folder / "embeddings.parquet")
+    distinct = np.unique(pushed_tower["items"], axis=0)
+    assert out.get_int_custom_property("count") == table.num_rows == len(distinct)
+    ids = [i.encode() for i in table.column("item_id").to_pylist()]
+    assert sorted(ids) == sorted(vector_ids(distinct).tolist())
+    tower = tf.saved_model.load(str(pushed_tower["root"] / "item_tower")).signatures[
+        "serving_default"
+    ]
+    by_id = dict(zip(vector_ids(distinct).tolist(), distinct, strict=True))
+    expected = tower(item_vector=tf.constant(np.stack([by_id[i] for i in ids])))["item_embedding"]
+    np.testing.assert_allclose(
+        np.stack(table.column("embedding").to_numpy(zero_copy_only=False)),
+        expected.numpy(),
+        rtol=1e-6,
+    )
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["version"] == 4 and manifest["count"] == len(distinct) and manifest["dim"] == 64
+
+
+def test_catalogue_ids_and_unmatched_training_items(pushed_tower, tmp_path):
+    catalogue = pushed_tower["item_vectors"][:20]  # 10 of the 30 training items are missing
+    write_item_catalogue(tmp_path / "items.csv", catalogue)
+    embed(pushed_tower, tmp_path, items=str(tmp_path / "items.csv"))
+    folder = tmp_path / "out" / "item_embeddings" / "4"
+    table = pq.read_table(folder / "embeddings.parquet")
+    assert table.column("item_id").to_pylist() == [f"item-{i}" for i in range(20)]
+    used = {bytes(i) for i in vector_ids(np.unique(pushed_tower["items"], axis=0))}
+    missing = used - set(vector_ids(catalogue).tolist())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["unmatched_training_items"] == len(missing) > 0
+
+
+def test_a_version_is_embedded_once(pushed_tower, tmp_path):
+    embed(pushed_tower, tmp_path)
+    manifest = tmp_path / "out" / "item_embeddings" / "4" / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    out = embed(pushed_tower, tmp_path)
+    assert manifest.stat().st_mtime_ns == stamp
+    assert out.get_int_custom_property("count") == json.loads(manifest.read_text())["count"]
+
+
+def test_nothing_pushed_nothing_embedded(pushed_tower, tmp_path):
+    setup = dict(pushed_tower)
+    setup["pushed"] = standard_artifacts.PushedModel()
+    setup["pushed"].set_int_custom_property("pushed", 0)
+    out = embed(setup, tmp_path)
+    assert out.get_int_custom_property("count") == 0
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,123 @@
+"""TwoTowerPusher: TF Serving's layout, one version for both towers, idempotent, atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+from tfx.types import standard_artifacts
+
+from components.pusher import serving_layout
+from components.pusher.component import Executor
+
+
+def fake_model(root: Path, name: str = "model") -> standard_artifacts.Model:
+    """A Model artifact holding two tower folders shaped like SavedModels."""
+    model = standard_artifacts.Model()
+    model.uri = str(root / name)
+    model.id = abs(hash(name)) % 1000
+    for tower in ("user_tower", "item_tower"):
+        folder = root / name / tower
+        (folder / "variables").mkdir(parents=True)
+        (folder / "saved_model.pb").write_bytes(f"{name}-{tower}".encode())
+        (folder / "variables" / "variables.index").write_bytes(b"index")
+    return model
+
+
+def blessing(blessed: bool) -> standard_artifacts.ModelBlessing:
+    artifact = standard_artifacts.ModelBlessing()
+    artifact.set_int_custom_property("blessed", int(blessed))
+    return artifact
+
+
+def push(model, serving: Path, blessed: bool | None = True, **params):
+    pushed = standard_artifacts.PushedModel()
+    inputs = {"model": [model]}
+    if blessed is not None:
+        inputs["model_blessing"] = [blessing(blessed)]
+    Executor().Do(inputs, {"pushed_model": [pushed]}, {"serving_dir": str(serving), **params})
+    return pushed
+
+
+def test_both_towers_get_one_integer_version_and_models_config(tmp_path):
+    pushed = push(fake_model(tmp_path), tmp_path / "serving")
+    serving = tmp_path / "serving"
+    assert pushed.get_int_custom_property("pushed") == 1
+    assert pushed.get_int_custom_property("pushed_version") == 1
+    for tower in ("user_tower", "item_tower"):
+        assert os.listdir(serving / tower) == ["1"]
+        assert (serving / tower / "1" / "saved_model.pb").read_bytes() == f"model-{tower}".encode()
+        info = json.loads(
+            (serving / tower / "1" / "assets.extra" / "finetower_push.json").read_text()
+        )
+        assert info["model_uri"] == str(tmp_path / "model") and info["version"] == 1
+    config = text_format.Parse(
+        (serving / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
+    assert [(c.name, c.base_path) for c in config.model_config_list.config] == [
+        ("user_tower", str(serving / "user_tower")),
+        ("item_tower", str(serving / "item_tower")),
+    ]
+
+
+def test_the_same_model_keeps_its_version_and_a_new_one_gets_the_next(tmp_path):
+    serving = tmp_path / "serving"
+    model = fake_model(tmp_path, "a")
+    assert push(model, serving).get_int_custom_property("pushed_version") == 1
+    assert push(model, serving).get_int_custom_property("pushed_version") == 1  # a cached rerun
+    assert push(fake_model(tmp_path, "b"), serving).get_int_custom_property("pushed_version") == 2
+    assert sorted(os.listdir(serving / "user_tower")) == ["1", "2"]
+
+
+def test_not_blessed_pushes_nothing(tmp_path):
+    pushed = push(fake_model(tmp_path), tmp_path / "serving", blessed=False)
+    assert pushed.get_int_custom_property("pushed") == 0
+    assert not (tmp_path / "serving").exists()
+
+
+def test_a_failed_copy_leaves_no_visible_version(tmp_path, monkeypatch):
+    serving = tmp_path / "serving"
+    push(fake_model(tmp_path, "a"), serving)
+    config_before = (serving / "models.config").read_text()
+
+    def broken_copy(src, dst, overwrite=False):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(serving_layout.tf.io.gfile, "copy", broken_copy)
+    with pytest.raises(OSError, match="disk full"):
+        push(fake_model(tmp_path, "b"), serving)
+    for tower in ("user_tower", "item_tower"):
+        assert serving_layout.versions(str(serving / tower)) == [1]
+        assert sorted(os.listdir(serving / tower)) == ["1"]  # no half-written staging folder
+    assert (serving / "models.config").read_text() == config_before
+
+
+def test_base_path_prefix_and_version_policy(tmp_path):
+    config = serving_layout.models_config(str(tmp_path), base_path_prefix="/models", num_versions=3)
+    assert [c.base_path for c in config.model_config_list.config] == [
+        "/models/user_tower",
+        "/models/item_tower",
+    ]
+    assert {
+        c.model_version_policy.latest.num_versions for c in config.model_config_list.config
+    } == {3}
+    assert {c.model_platform for c in config.model_config_list.config} == {"tensorflow"}
+
+
+def test_prune_keeps_the_newest_versions(tmp_path):
+    serving = tmp_path / "serving"
+    for name in "abc":
+        push(fake_model(tmp_path, name), serving, keep_versions=2)
+    assert serving_layout.versions(str(serving / "user_tower")) == [2, 3]
+    assert serving_layout.versions(str(serving / "item_tower")) == [2, 3]
+
+
+def test_versions_ignore_what_tf_serving_ignores(tmp_path):
+    for name in ("1", "10", "2", ".tmp-3-abc", "latest"):
+        (tmp_path / name).mkdir()
+    assert serving_layout.versions(str(tmp_path)) == [1, 2, 10]
+    assert serving_layout.next_version(str(tmp_path.parent / "nothing")) == 1

@@ -95,6 +95,9 @@ def test_same_seed_same_model_and_everything_written(artifacts, tmp_path):
     assert info["parameters"] == 64 * (DIM + 1) * 2 + 65
     assert len(info["history"]["val_loss"]) == 2
     assert info["history"]["loss"][1] < info["history"]["loss"][0]
+    steps = info["training_epoch_steps"]  # every epoch sees the whole train split once
+    assert len(steps) == 2 and steps[0] == steps[1] > 0
+    assert info["training_samples_per_second"] > 0
     assert "Total params" in (model / training.SUMMARY_FILE).read_text()
     assert tf.io.gfile.glob(str(tmp_path / "a" / "model_run" / "**" / "events.out.tfevents.*"))
 

@@ -69,10 +69,15 @@ def input_dataset(
 
 
 class TrainingClock(keras.callbacks.Callback):
-    """Seconds each epoch spends on training batches (validation excluded), and its steps."""
+    """Seconds each epoch spends on training batches (validation excluded), and its steps.
+
+    Counts the batches itself: tf_keras' `optimizer.iterations` runs one ahead in the first
+    epoch over a data set of unknown length. Keeps the logs as tensors, so counting waits for
+    no step's results."""
 
     def __init__(self):
         super().__init__()
+        self._supports_tf_logs = True
         self.epoch_seconds: list[float] = []
         self.epoch_steps: list[int] = []
         self._started = 0.0
@@ -84,9 +89,15 @@ class TrainingClock(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.epoch_steps[-1] += 1
 
-    def on_test_begin(self, logs=None):  # validation starts: the epoch's training is over
-        if len(self.epoch_seconds) < len(self.epoch_steps):
+    def _end_of_training_batches(self):
+        if len(self.epoch_seconds) < len(self.epoch_steps):  # once an epoch
             self.epoch_seconds.append(time.perf_counter() - self._started)
+
+    def on_test_begin(self, logs=None):  # validation starts: the epoch's training is over
+        self._end_of_training_batches()
+
+    def on_epoch_end(self, epoch, logs=None):  # without validation data
+        self._end_of_training_batches()
 
 
 def _write_summary_and_plot(model, model_uri: str) -> None:
@@ -159,6 +170,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "seed": seed,
         "base_model": fn_args.base_model,
         "training_epoch_seconds": clock.epoch_seconds,
+        "training_epoch_steps": clock.epoch_steps,
         # the fastest epoch (the first also fills the shuffle buffer and traces the graph)
         "training_samples_per_second": max(
             (

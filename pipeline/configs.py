@@ -48,6 +48,11 @@ class PipelineConfig:
     base_path_prefix: str | None = None  # rewrite base paths in models.config (e.g. /models)
     keep_versions: int = 0  # prune old tower versions beyond this many (0: keep all)
     beam_pipeline_args: list[str] = field(default_factory=lambda: list(BEAM_IN_MEMORY))
+    # Trainer's tf.distribute strategy: one_device, mirrored, multi_worker (from TF_CONFIG)
+    distribution: str = "one_device"
+    # after the push: item embeddings into Redis (off unless a URL is given) and the ANN index
+    redis_url: str | None = None
+    ann_backend: str = "ivf"  # flat, hnsw, ivf (MIPS-to-L2), annoy
     pipeline_name: str = PIPELINE_NAME
 
     @property
@@ -73,6 +78,7 @@ class PipelineConfig:
             "user_dim": self.user_dim,
             "item_dim": self.item_dim,
             "normalize": self.normalize,
+            "distribution": self.distribution,
         }
 
 

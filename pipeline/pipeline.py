@@ -7,7 +7,9 @@ RecipeCsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> A
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -90,24 +92,45 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
+@dataclasses.dataclass
+class ExamplesSource:
+    """Where the Examples come from when it is not the recipe's CSV: the components that make
+    them (e.g. Item2Vec -> SampleGen), their `examples` channel (train/eval splits of the
+    recipe's features) and, optionally, a channel of the item catalogue to embed."""
+
+    components: list
+    examples: object
+    catalogue: object | None = None
+
+
 def create_pipeline(
     config: PipelineConfig,
-    train_data: str,
+    train_data: str | None,
     val_data: str | None,
     items: str | None,
     local_metadata: bool = True,
+    *,
+    source: ExamplesSource | None = None,
+    extend: Callable[[dict], list] | None = None,
 ):
     """The DAG. `local_metadata=False` leaves ML Metadata to the orchestrator (Kubeflow/Vertex),
-    so that compiling touches no file of the pipeline root."""
-    input_base, input_config, output_config = example_gen_inputs(train_data, val_data)
-    example_gen = RecipeCsvExampleGen(
-        input_base=input_base,
-        input_config=input_config,
-        output_config=output_config,
-        user_dim=config.user_dim,
-        item_dim=config.item_dim,
-    )
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    so that compiling touches no file of the pipeline root.
+
+    `source` replaces the CSV ExampleGen; `extend(nodes)` receives the built components by
+    name (example_gen, transform, trainer, evaluator, pusher, item_embeddings) and returns
+    more components to add after them."""
+    if source is None:
+        input_base, input_config, output_config = example_gen_inputs(train_data, val_data)
+        example_gen = RecipeCsvExampleGen(
+            input_base=input_base,
+            input_config=input_config,
+            output_config=output_config,
+            user_dim=config.user_dim,
+            item_dim=config.item_dim,
+        )
+        source = ExamplesSource(components=[example_gen], examples=example_gen.outputs["examples"])
+    examples = source.examples
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=str(schema_file_for(config.user_dim, config.item_dim, config.output_dir))
     )
@@ -116,7 +139,7 @@ def create_pipeline(
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"normalize": config.normalize},
@@ -127,7 +150,7 @@ def create_pipeline(
 
     trainer_args = dict(
         run_fn=RUN_FN,
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(),
@@ -135,7 +158,7 @@ def create_pipeline(
         custom_config=config.trainer_config(),
     )
     components = [
-        example_gen,
+        *source.components,
         statistics_gen,
         schema_gen,
         example_validator,
@@ -160,7 +183,7 @@ def create_pipeline(
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config(config),
@@ -176,14 +199,25 @@ def create_pipeline(
     )
     item_embeddings = ItemEmbeddings(
         pushed_model=pusher.outputs["pushed_model"],
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         output_dir=os.path.abspath(config.output_dir)
         if "://" not in config.output_dir
         else config.output_dir,
         item_dim=config.item_dim,
         items=items,
+        **({"catalogue": source.catalogue} if source.catalogue is not None else {}),
     )
     components += [trainer, model_resolver, evaluator, pusher, item_embeddings]
+    if extend is not None:
+        nodes = dict(
+            example_gen=source.components[-1],
+            transform=transform,
+            trainer=trainer,
+            evaluator=evaluator,
+            pusher=pusher,
+            item_embeddings=item_embeddings,
+        )
+        components += extend(nodes)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

@@ -24,6 +24,7 @@ def test_defaults_are_the_recipe():
         "user_dim": 128,
         "item_dim": 128,
         "normalize": "zscore",
+        "distribution": "one_device",
     }
 
 

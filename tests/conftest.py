@@ -31,3 +31,25 @@ def ml100k() -> Path:
     if not (path / "u.data").exists():
         pytest.skip(f"ml-100k not found at {path} (set FINETOWER_ML100K)")
     return path
+
+
+@pytest.fixture(scope="session")
+def pushed_run(tmp_path_factory) -> dict:
+    """One small pipeline run per test session, for the serving tests: its output dir
+    (`serving/` with both towers pushed as version 1 and `models.config`, `item_embeddings/1/`)
+    and the data it trained on (tests.pipeline_helpers.small_recipe_files)."""
+    from tests.pipeline_helpers import run_local_runner, small_recipe_files
+
+    root = tmp_path_factory.mktemp("pushed_run")
+    data = small_recipe_files(root / "data", rows=2000, items=200)
+    out = root / "out"
+    done = run_local_runner(
+        "--train_data",
+        str(data["train"]),
+        "--val_data",
+        str(data["eval"]),
+        "--output_dir",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return {"out": out, "serving": out / "serving", "data": data}

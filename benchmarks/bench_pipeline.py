@@ -3,6 +3,7 @@ script, on the same files. Prints figures and ratios measured in this run; asser
 
     python benchmarks/bench_pipeline.py                       # 200,000 train + 50,000 eval rows
     python benchmarks/bench_pipeline.py --rows 40000 --skip-stock --workdir /tmp/ftbench
+    python benchmarks/bench_pipeline.py --growth 125000,500000    # peak memory as data grows
 
 Measured: each component's wall time (from ML Metadata), ExampleGen rows/s, the Trainer's
 training throughput against a bare tf_keras fit of the same model on in-memory arrays at the
@@ -215,6 +216,29 @@ def stock(paths: dict[str, Path], workdir: Path) -> dict:
     }
 
 
+def growth(workdir: Path, sizes: list[int], items: int) -> None:
+    """Peak RSS of our pipeline at each size, each in a fresh process (ru_maxrss is a max)."""
+    measured = []
+    for rows in sizes:
+        result = subprocess.run(
+            [sys.executable, __file__, "--rows", str(rows), "--items", str(items), "--only-ours"]
+            + ["--workdir", str(workdir / f"growth-{rows}")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        line = next(x for x in result.stdout.splitlines() if x.startswith("finetower pipeline:"))
+        seconds = float(line.split(":")[1].split(" s wall")[0])
+        peak = float(line.split("peak RSS ")[1].split(" GB")[0])
+        measured.append((rows, seconds, peak))
+        print(f"{rows:>9,} rows: {seconds:6.1f} s wall, peak RSS {peak:.2f} GB", flush=True)
+    (small_rows, _, small_peak), (big_rows, _, big_peak) = measured[0], measured[-1]
+    print(
+        f"rows x{big_rows / small_rows:.1f} -> peak RSS x{big_peak / small_peak:.2f} "
+        f"({(big_peak - small_peak) * 1e3 / ((big_rows - small_rows) / 1e5):+.0f} MB per 100k rows)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=250_000, help="train + eval rows (4:1)")
@@ -223,8 +247,17 @@ def main() -> None:
     parser.add_argument(
         "--skip-stock", action="store_true", help="skip the stock pipeline (~12 min)"
     )
+    parser.add_argument("--only-ours", action="store_true", help="only the finetower pipeline")
+    parser.add_argument(
+        "--growth",
+        help="comma-separated row counts: our pipeline alone at each (its own process), "
+        "printing peak RSS and seconds per 100k rows",
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir)
+    if args.growth:
+        growth(workdir, [int(n) for n in args.growth.split(",")], args.items)
+        return
     paths = make_data(workdir, args.rows, args.items)
     size = sum(p.stat().st_size for p in paths.values()) / 1e6
     rows = args.rows
@@ -243,6 +276,8 @@ def main() -> None:
     eg = ft["components"]["RecipeCsvExampleGen"]
     print(f"  ExampleGen {rows / eg:,.0f} rows/s ({size / eg:.1f} MB/s)")
 
+    if args.only_ours:
+        return
     bare = bare_keras(paths)
     ratio = ft["train_samples_per_second"] / bare["samples_per_second"]
     print(

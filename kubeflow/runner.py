@@ -1,14 +1,19 @@
 """Compile the same `create_pipeline` with KubeflowV2DagRunner.
 
-    python -m kubeflow.runner --output_dir DIR [--image IMAGE] [--pipeline_root gs://...]
+    python -m kubeflow.runner --output_dir DIR [--image IMAGE] [--pipeline_root gs://...] \
+        [--train_data gs://... --val_data gs://... --items gs://...] [--beam_profile dataflow]
 
 writes `DIR/<pipeline name>.json` (a Vertex PipelineJob) and `DIR/<pipeline name>.yaml` (the
-KFP IR, to upload in the Kubeflow UI). Data paths, pipeline root and image come from flags or
-FINETOWER_* environment variables (pipeline/configs.py); component code is referenced by
-dotted path inside the image, so nothing is uploaded at compile time.
+KFP IR, to upload in the Kubeflow UI or with kubeflow.submit; its steps start through
+kubeflow.entrypoint, which restores artifact types open-source KFP drops). Data paths, pipeline
+root, Beam arguments and the image come from flags or FINETOWER_* environment variables
+(pipeline/configs.py, pipeline/beam_profiles.py, kubeflow/image.py); component code is
+referenced by dotted path inside the image, so nothing is uploaded at compile time.
 
 `tfx pipeline create --engine vertex --pipeline_path kubeflow/runner.py` compiles through the
-same `compile_pipeline` (TFX 1.21's `--engine kubeflow` imports the removed KFP v1 runner).
+same `compile_pipeline` (the CLI names the file pipeline.json in its own folder; the YAML is
+written beside it). TFX 1.21's `--engine kubeflow` fails on import: its handler imports the KFP
+v1 runner (`tfx.orchestration.kubeflow.kubeflow_dag_runner`), which 1.21 no longer ships.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ import os
 import sys
 
 if __package__ in (None, ""):  # run as a script (the tfx CLI): import the repo's packages
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -25,16 +34,100 @@ from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
 
-from pipeline import configs  # noqa: E402
+from kubeflow import entrypoint  # noqa: E402
+from kubeflow import image as image_config  # noqa: E402
+from pipeline import beam_profiles, configs  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
-DEFAULT_IMAGE = os.environ.get("FINETOWER_IMAGE", "finetower:latest")
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+DEFAULT_IMAGE = image_config.default_image()
+
+
+def relocate_code_paths(value, local_root: str = REPO_ROOT, image_root: str = "/pipeline"):
+    """`value` (the compiled job) with every string naming a file of this checkout rewritten to
+    the same file inside the image (e.g. ImportSchemaGen's schema/schema.pbtxt)."""
+    if isinstance(value, dict):
+        return {k: relocate_code_paths(v, local_root, image_root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relocate_code_paths(v, local_root, image_root) for v in value]
+    if isinstance(value, str) and local_root + "/" in value:
+        return value.replace(local_root + "/", image_root.rstrip("/") + "/")
+    return value
+
+
+def artifact_titles(spec: dict) -> set[str]:
+    """Every artifact schema title in a pipelineSpec."""
+    titles = set()
+    for component in spec.get("components", {}).values():
+        for side in ("inputDefinitions", "outputDefinitions"):
+            for artifact in component.get(side, {}).get("artifacts", {}).values():
+                kind = artifact["artifactType"]
+                if "schemaTitle" in kind:
+                    titles.add(kind["schemaTitle"])
+                else:
+                    titles.add(yaml.safe_load(kind["instanceSchema"]).get("title", "tfx.Artifact"))
+    return titles
+
+
+def unresolvable_titles(spec: dict) -> list[str]:
+    """Titles the container entrypoint could not turn back into an artifact class: neither a
+    TFX type nor one of ours that the image's `finetower` module exports."""
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
+
+    from kubeflow.artifact_types import PREFIX, custom_artifact_types
+
+    ours = custom_artifact_types()
+    missing = []
+    for title in sorted(artifact_titles(spec)):
+        if title in compiler_utils.TITLE_TO_CLASS_PATH:
+            continue
+        if title.startswith(PREFIX) and title[len(PREFIX) :] in ours:
+            continue
+        missing.append(title)
+    return missing
+
+
+SIDES = (("inputs", "inputDefinitions"), ("outputs", "outputDefinitions"))
+
+
+def for_open_source_kfp(spec: dict) -> dict:
+    """A copy of `spec` whose container steps start through kubeflow.entrypoint, each told the
+    compiled types of its inputs and outputs (which the open-source KFP backend may drop)."""
+    spec = json.loads(json.dumps(spec))
+    executors = spec["deploymentSpec"]["executors"]
+    for component in spec["components"].values():
+        container = executors.get(component.get("executorLabel"), {}).get("container")
+        if container is None or container["command"][-1] != entrypoint.TFX_ENTRYPOINT:
+            continue
+        types = {
+            side: {
+                key: artifact["artifactType"]["instanceSchema"]
+                for key, artifact in component.get(definitions, {}).get("artifacts", {}).items()
+            }
+            for side, definitions in (
+                ("inputs", "inputDefinitions"),
+                ("outputs", "outputDefinitions"),
+            )
+        }
+        container["command"] = [*container["command"][:-1], "kubeflow.entrypoint"]
+        container["args"] = [
+            entrypoint.ARTIFACT_TYPES_FLAG,
+            json.dumps(types, sort_keys=True),
+            *container["args"],
+        ]
+    return spec
 
 
 def compile_pipeline(
-    config: configs.PipelineConfig, output_dir: str, image: str
+    config: configs.PipelineConfig,
+    output_dir: str,
+    image: str,
+    code_dir: str = image_config.CODE_DIR,
+    kfp_entrypoint_fix: bool = True,
 ) -> dict[str, Path]:
-    """Write the PipelineJob JSON and the KFP IR YAML; return their paths."""
+    """Write the PipelineJob JSON (Vertex: TFX's spec as compiled) and the KFP IR YAML (for
+    open-source KFP: steps start through kubeflow.entrypoint unless `kfp_entrypoint_fix` is
+    False); return their paths."""
     from tfx import v1 as tfx
 
     if not config.train_data:
@@ -48,17 +141,32 @@ def compile_pipeline(
     os.makedirs(output_dir, exist_ok=True)
     name = config.pipeline_name
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=image,
+            # IR 2.1: parameterValues and the inputs spec, which open-source KFP v2 needs
+            use_pipeline_spec_2_1=True,
+        ),
         output_dir=output_dir,
         output_filename=f"{name}.json",
     )
     runner.run(pipeline)  # may be called once per runner
-    job_path = Path(output_dir) / f"{name}.json"
-    if not job_path.exists():  # `tfx pipeline create` patched run(): it writes its own file
+    # `tfx pipeline create` points the runner at its own folder and `pipeline.json`
+    job_path = Path(runner._output_dir) / runner._output_filename  # noqa: SLF001
+    if not job_path.exists():
         return {}
-    job = json.loads(job_path.read_text())
-    yaml_path = Path(output_dir) / f"{name}.yaml"
-    yaml_path.write_text(yaml.safe_dump(job["pipelineSpec"], sort_keys=False))
+    job = relocate_code_paths(json.loads(job_path.read_text()), REPO_ROOT, code_dir)
+    missing = unresolvable_titles(job["pipelineSpec"])
+    if missing:
+        raise SystemExit(
+            f"kubeflow.runner: artifact types {missing} cannot be resolved inside the image "
+            "(custom types must be named finetower.<Class> in components/*/component.py)"
+        )
+    job_path.write_text(json.dumps(job, indent=2, sort_keys=True))
+    yaml_path = job_path.with_suffix(".yaml")
+    spec = job["pipelineSpec"]
+    yaml_path.write_text(
+        yaml.safe_dump(for_open_source_kfp(spec) if kfp_entrypoint_fix else spec, sort_keys=False)
+    )
     return {"json": job_path, "yaml": yaml_path}
 
 
@@ -66,11 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default=os.environ.get("FINETOWER_KFP_OUTPUT_DIR", "kfp"))
     parser.add_argument("--image", default=DEFAULT_IMAGE)
-    parser.add_argument("--pipeline_root")
+    parser.add_argument("--pipeline_root", help="where the run writes: <root>/tfx, /serving, ..")
     parser.add_argument("--train_data")
     parser.add_argument("--val_data")
     parser.add_argument("--items")
     parser.add_argument("--pipeline_output_dir", dest="output_dir_in_cluster")
+    parser.add_argument("--beam_profile", choices=beam_profiles.PROFILES)
+    parser.add_argument("--code_dir", default=image_config.CODE_DIR, help="code in the image")
+    parser.add_argument(
+        "--stock_kfp_entrypoint",
+        action="store_true",
+        help="KFP YAML: TFX's entrypoint as compiled (no restoring of dropped artifact types)",
+    )
     args = parser.parse_args(argv)
     config = configs.from_environment(
         train_data=args.train_data,
@@ -80,7 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.pipeline_root:
         config.output_dir = args.pipeline_root
-    for kind, path in compile_pipeline(config, args.output_dir, args.image).items():
+    profile = args.beam_profile or os.environ.get("FINETOWER_BEAM_PROFILE")
+    beam_args = beam_profiles.beam_args_from_environment(
+        profile=profile, image=args.image if profile in beam_profiles.REMOTE_PROFILES else None
+    )
+    if beam_args is not None:
+        config.beam_pipeline_args = beam_args
+    paths = compile_pipeline(
+        config, args.output_dir, args.image, args.code_dir, not args.stock_kfp_entrypoint
+    )
+    for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
 

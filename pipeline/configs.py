@@ -40,6 +40,9 @@ class PipelineConfig:
     learning_rate: float = 1e-3
     patience: int = 10
     seed: int = 0
+    # a train split whose files fit this many MB is trained from memory (a bare fit's speed);
+    # a larger one streams from ExampleGen's files (memory flat as data grows)
+    train_in_memory_mb: int = 512
     base_model: str | None = None  # a Model folder (with Format-Serving/) to fine-tune from
     # Evaluator: the blessing that gates the push
     auc_floor: float = 0.6
@@ -79,6 +82,7 @@ class PipelineConfig:
             "item_dim": self.item_dim,
             "normalize": self.normalize,
             "distribution": self.distribution,
+            "train_in_memory_mb": self.train_in_memory_mb,
         }
 
 

@@ -27,7 +27,7 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
 
-from pipeline import configs  # noqa: E402
+from pipeline import beam_profiles, configs  # noqa: E402
 from pipeline.demo_data import ensure_demo_data  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 from pipeline.run_summary import data_error_in, push_state_after_failure, summarize  # noqa: E402
@@ -62,8 +62,25 @@ def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
     parser.add_argument("--user_dim", type=int)
     parser.add_argument("--item_dim", type=int)
     parser.add_argument("--auc_floor", type=float)
-    args = parser.parse_args(argv)
-    return configs.from_environment(**vars(args))
+    parser.add_argument("--base_path_prefix", help="base path of the towers in models.config")
+    parser.add_argument("--keep_versions", type=int, help="tower versions kept (0: all)")
+    parser.add_argument(
+        "--beam_profile",
+        choices=beam_profiles.PROFILES,
+        help="in_memory (default), multi_processing, dataflow, flink, spark; options from "
+        "FINETOWER_BEAM_<OPTION>, e.g. FINETOWER_BEAM_WORKERS",
+    )
+    parser.add_argument("--train_in_memory_mb", type=int, help="train from memory up to this")
+    parser.add_argument("--distribution", choices=["one_device", "mirrored", "multi_worker"])
+    parser.add_argument("--redis_url", help="publish item embeddings to this Redis")
+    parser.add_argument("--ann_backend", choices=["flat", "hnsw", "ivf", "annoy"])
+    args = vars(parser.parse_args(argv))
+    profile = args.pop("beam_profile")
+    config = configs.from_environment(**args)
+    beam = beam_profiles.beam_args_from_environment(profile=profile)
+    if beam is not None:
+        config.beam_pipeline_args = beam
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,9 +81,10 @@ def dense_weights(model_dir: Path) -> list[np.ndarray]:
     ]
 
 
-def test_same_seed_same_model_and_everything_written(artifacts, tmp_path):
-    training.run_fn(fn_args(artifacts, tmp_path / "a"))
-    training.run_fn(fn_args(artifacts, tmp_path / "b"))
+@pytest.mark.parametrize("train_input, budget_mb", [("memory", 512), ("stream", 0)])
+def test_same_seed_same_model_and_everything_written(artifacts, tmp_path, train_input, budget_mb):
+    training.run_fn(fn_args(artifacts, tmp_path / "a", train_in_memory_mb=budget_mb))
+    training.run_fn(fn_args(artifacts, tmp_path / "b", train_in_memory_mb=budget_mb))
     a, b = dense_weights(tmp_path / "a" / "model"), dense_weights(tmp_path / "b" / "model")
     assert len(a) == 6
     for x, y in zip(a, b, strict=True):
@@ -95,8 +96,9 @@ def test_same_seed_same_model_and_everything_written(artifacts, tmp_path):
     assert info["parameters"] == 64 * (DIM + 1) * 2 + 65
     assert len(info["history"]["val_loss"]) == 2
     assert info["history"]["loss"][1] < info["history"]["loss"][0]
+    assert info["train_input"] == train_input
     steps = info["training_epoch_steps"]  # every epoch sees the whole train split once
-    assert len(steps) == 2 and steps[0] == steps[1] > 0
+    assert steps == [-(-1200 // 64)] * 2
     assert info["training_samples_per_second"] > 0
     assert "Total params" in (model / training.SUMMARY_FILE).read_text()
     assert tf.io.gfile.glob(str(tmp_path / "a" / "model_run" / "**" / "events.out.tfevents.*"))

@@ -14,6 +14,7 @@ import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
@@ -21,7 +22,7 @@ from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 from components.example_gen.recipe_csv import ITEM_VECTOR, LABEL, USER_VECTOR  # noqa: E402
-from components.trainer import export  # noqa: E402
+from components.trainer import distribute, export  # noqa: E402
 from components.trainer.model import build_dssm, copy_weights_by_name  # noqa: E402
 
 SHUFFLE_BUFFER = 100_000
@@ -66,6 +67,34 @@ def input_dataset(
 
     dataset = dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.rebatch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def split_bytes(files: list[str]) -> int:
+    return sum(tf.io.gfile.stat(f).length for pattern in files for f in tf.io.gfile.glob(pattern))
+
+
+def load_in_memory(
+    files: list[str],
+    data_accessor: tfx.components.DataAccessor,
+    tf_transform_output: tft.TFTransformOutput,
+    budget_bytes: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The whole split, transformed, as arrays `((user_vectors, item_vectors), labels)` when
+    its files fit in `budget_bytes` (the decoded floats take about as much as the serialized
+    records); else None, and the split streams. A fine-tuning set of a data-poor placement
+    usually fits: training then runs at a bare fit's speed, with Keras shuffling each epoch."""
+    if budget_bytes <= 0 or split_bytes(files) > budget_bytes:
+        return None
+    parts: list[tuple] = []
+    dataset = input_dataset(
+        files, data_accessor, tf_transform_output, PARSE_BATCH, shuffle=False, seed=0
+    )
+    for (users, items), labels in dataset.as_numpy_iterator():
+        parts.append((users, items, labels))
+    if not parts:
+        return None
+    users, items, labels = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return (users, items), labels
 
 
 class TrainingClock(keras.callbacks.Callback):
@@ -121,6 +150,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     batch_size = int(config.get("batch_size", 128))
     seed = int(config.get("seed", 0))
     user_dim, item_dim = int(config.get("user_dim", 128)), int(config.get("item_dim", 128))
+    # first: a multi-worker strategy must exist before other TensorFlow work (distribute.py)
+    strategy = distribute.strategy_for(config.get("distribution"))
+    distribute.per_replica_batch(batch_size, strategy)  # batch_size is the global batch
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -141,23 +173,52 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         shuffle=False,
         seed=seed,
     )
-    model = build_dssm(user_dim, item_dim, float(config.get("learning_rate", 1e-3)))
+    budget = int(float(config.get("train_in_memory_mb", 512)) * 2**20)
+    single = config.get("distribution") in (None, "", "one_device")
+    arrays = None
+    if single:
+        arrays = load_in_memory(
+            fn_args.train_files, fn_args.data_accessor, tf_transform_output, budget
+        )
+    train_input = "memory" if arrays is not None else "stream"
+    train = distribute.shard_by_files(train, fn_args.train_files, strategy)
+    val = distribute.shard_by_files(val, fn_args.eval_files, strategy)
+    with strategy.scope():
+        model = build_dssm(user_dim, item_dim, float(config.get("learning_rate", 1e-3)))
     if fn_args.base_model:
         base = keras.models.load_model(fn_args.base_model, compile=False)
         copied = copy_weights_by_name(base, model)
         logging.info("fine-tuning from %s (layers %s)", fn_args.base_model, copied)
 
+    # every worker saves (collectives), only the chief's copies are kept
+    log_dir = distribute.worker_dir(fn_args.model_run_dir, strategy)
+    model_uri = distribute.worker_dir(os.path.dirname(fn_args.serving_model_dir), strategy)
     clock = TrainingClock()
     callbacks = [
         clock,
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=int(config.get("patience", 10)), restore_best_weights=True
         ),
-        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
+        keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"),
     ]
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2)
+    if arrays is not None:  # the split fits the budget: Keras shuffles it every epoch
+        (users, items), labels = arrays
+        history = model.fit(
+            [users, items],
+            labels,
+            batch_size=batch_size,
+            shuffle=True,
+            validation_data=val,
+            epochs=epochs,
+            callbacks=callbacks,
+            verbose=2,
+        )
+        del users, items, labels, arrays
+    else:
+        history = model.fit(
+            train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2
+        )
 
-    model_uri = os.path.dirname(fn_args.serving_model_dir)
     paths = export.export_all(
         model, tf_transform_output.transform_features_layer(), model_uri, user_dim, item_dim
     )
@@ -171,6 +232,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "base_model": fn_args.base_model,
         "training_epoch_seconds": clock.epoch_seconds,
         "training_epoch_steps": clock.epoch_steps,
+        "train_input": train_input,
         # the fastest epoch (the first also fills the shuffle buffer and traces the graph)
         "training_samples_per_second": max(
             (
@@ -184,3 +246,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     }
     with tf.io.gfile.GFile(os.path.join(model_uri, MODEL_INFO), "w") as f:
         json.dump(info, f, indent=2)
+    distribute.discard_worker_dir(model_uri, strategy)
+    distribute.discard_worker_dir(log_dir, strategy)

@@ -148,3 +148,33 @@ def test_nothing_pushed_nothing_embedded(pushed_tower, tmp_path):
     out = embed(setup, tmp_path)
     assert out.get_int_custom_property("count") == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_a_catalogue_artifact_is_embedded_and_matched_by_id(pushed_tower, tmp_path):
+    from components.item2vec.vectors import Vectors, write_vectors
+    from components.sample_gen.component import ItemCatalogue
+
+    distinct = np.unique(pushed_tower["items"], axis=0)
+    ids = [i.decode() for i in vector_ids(distinct).tolist()]  # the Examples' item_id
+    catalogue = ItemCatalogue()
+    catalogue.uri = str(tmp_path / "catalogue")
+    write_vectors(tmp_path / "catalogue" / "catalogue.txt", Vectors(distinct[:-3], ids[:-3]))
+    out = ItemEmbeddingsArtifact()
+    out.uri = str(tmp_path / "artifact")
+    tf.io.gfile.makedirs(out.uri)
+    context = Executor.Context(beam_pipeline_args=BEAM_IN_MEMORY, tmp_dir=str(tmp_path / "tmp"))
+    Executor(context).Do(
+        {
+            "pushed_model": [pushed_tower["pushed"]],
+            "examples": [pushed_tower["examples"]],
+            "catalogue": [catalogue],
+        },
+        {"item_embeddings": [out]},
+        {"output_dir": str(tmp_path / "out"), "items": None, "item_dim": DIM},
+    )
+    folder = tmp_path / "out" / "item_embeddings" / "4"
+    table = pq.read_table(folder / "embeddings.parquet")
+    assert table.column("item_id").to_pylist() == ids[:-3]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["count"] == len(ids) - 3
+    assert manifest["unmatched_training_items"] == 3  # matched by id: only the 3 left out

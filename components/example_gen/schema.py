@@ -39,13 +39,23 @@ def schema_text(user_dim: int = 128, item_dim: int = 128) -> str:
     return text_format.MessageToString(recipe_schema(user_dim, item_dim))
 
 
-def schema_file_for(user_dim: int, item_dim: int, output_dir: str | Path) -> Path:
+def schema_file_for(user_dim: int, item_dim: int, output_dir: str | Path) -> Path | str:
     """The checked-in schema for the recipe's sizes; for other sizes, one written (once) under
-    `output_dir/schema/` from the same function."""
+    `output_dir/schema/` from the same function (object stores through tf.io.gfile)."""
     if (user_dim, item_dim) == (128, 128):
         return CHECKED_IN
-    path = Path(output_dir) / "schema" / f"schema_{user_dim}x{item_dim}.pbtxt"
     text = schema_text(user_dim, item_dim)
+    name = f"schema_{user_dim}x{item_dim}.pbtxt"
+    if "://" in str(output_dir):
+        import tensorflow as tf
+
+        path = f"{str(output_dir).rstrip('/')}/schema/{name}"
+        if not tf.io.gfile.exists(path):
+            tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+            with tf.io.gfile.GFile(path, "w") as f:  # object stores: a write is atomic
+                f.write(text)
+        return path
+    path = Path(output_dir) / "schema" / name
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -19,6 +19,7 @@ from components.item2vec.vectors import Vectors
 DEFAULT_LAST_N = 5
 # ages past 24 half-lives weigh < 2^-24, below float32 resolution, so they are left out
 HALF_LIVES_KEPT = 24
+QUERY_BLOCK = 1 << 15  # queries per gather: [block, dim] temporaries
 
 
 def history_weights(length: int, last_n: int | None, half_life: float | None) -> np.ndarray:
@@ -92,15 +93,25 @@ def mean_of_last(
         out[has] = (prefix[ends[has]] - prefix[starts[has]]) / counts[has, None]
         return out
     window = last_n if last_n is not None else math.ceil(HALF_LIVES_KEPT * half_life)
-    total = np.zeros(len(starts), np.float64)
-    for age in range(min(window, int(counts.max()))):
-        position = ends - 1 - age
-        valid = np.flatnonzero(position >= starts)
-        weight = 1.0 if half_life is None else 0.5 ** (age / half_life)
-        out[valid] += np.float32(weight) * item_vectors[item_rows[position[valid]]]
-        total[valid] += weight
-    has = total > 0
-    out[has] /= total[has, None].astype(np.float32)
+    ages = min(window, int(counts.max()))
+    weights = np.array(
+        [1.0 if half_life is None else 0.5 ** (age / half_life) for age in range(ages)]
+    )
+    # per block of queries and age: gather every query's row (a dummy row, weighted 0, where
+    # the history is shorter) and add; a gather and an add, no masked scatter
+    for lo in range(0, len(starts), QUERY_BLOCK):
+        hi = min(lo + QUERY_BLOCK, len(starts))
+        block, total = out[lo:hi], np.zeros(hi - lo, np.float64)
+        for age in range(ages):
+            position = ends[lo:hi] - 1 - age
+            valid = position >= starts[lo:hi]
+            gathered = item_vectors[item_rows[np.where(valid, position, 0)]]
+            scale = np.where(valid, np.float32(weights[age]), np.float32(0))
+            np.multiply(gathered, scale[:, None], out=gathered)
+            block += gathered
+            total += np.where(valid, weights[age], 0.0)
+        has = total > 0
+        block[has] /= total[has, None].astype(np.float32)
     return out
 
 

@@ -1,7 +1,8 @@
 """ItemEmbeddings component: spec, Beam executor, component.
 
 After a push, runs the pushed item tower (`serving_default`) over the item catalogue (a
-`items` file, or else the distinct item vectors of the Examples, ids their hashes) and writes
+`catalogue` artifact's `catalogue.txt` (SampleGen's, ids the items'), else an `items` file,
+else the distinct item vectors of the Examples, ids their hashes) and writes
 
     <artifact uri>/embeddings.parquet   item_id string, embedding list<float32>[64]
     <artifact uri>/manifest.json        version, model, count, dim, unmatched training items
@@ -30,6 +31,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from components.example_gen.recipe_csv import ITEM_ID, ITEM_VECTOR, vector_ids
 from components.item_embeddings.catalogue import iter_catalogue
+from components.sample_gen.component import CATALOGUE_TEXT, ItemCatalogue
 
 EMBEDDINGS_FILE = "embeddings.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -51,6 +53,7 @@ class ItemEmbeddingsSpec(ComponentSpec):
     INPUTS = {
         "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel),
         "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "catalogue": ChannelParameter(type=ItemCatalogue, optional=True),
     }
     OUTPUTS = {"item_embeddings": ChannelParameter(type=ItemEmbeddingsArtifact)}
 
@@ -140,6 +143,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     def _embed(self, input_dict, exec_properties, tower: str, version: int, uri: str) -> dict:
         items = exec_properties.get("items") or None
+        # a catalogue artifact's ids are the Examples' item_id: match on ids, not vectors
+        catalogues = input_dict.get("catalogue") or []
+        by_id = bool(catalogues)
+        if by_id:
+            items = os.path.join(catalogues[0].uri, CATALOGUE_TEXT)
         item_dim = exec_properties["item_dim"]
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         with self._make_beam_pipeline() as pipeline:
@@ -170,7 +178,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 >> beam.Filter(
                     lambda i, known: i not in known,
                     known=beam.pvalue.AsList(
-                        source | "CatIds" >> beam.FlatMap(lambda b: vector_ids(b[1]).tolist())
+                        source
+                        | "CatIds"
+                        >> beam.FlatMap(
+                            lambda b: (
+                                b[0].astype(bytes).tolist() if by_id else vector_ids(b[1]).tolist()
+                            )
+                        )
                     ),
                 )
                 | "CountUnmatched" >> beam.combiners.Count.Globally()
@@ -242,10 +256,12 @@ class ItemEmbeddings(base_beam_component.BaseBeamComponent):
         output_dir: str,
         item_dim: int = 128,
         items: str | None = None,
+        catalogue: types.BaseChannel | None = None,
     ):
         spec = ItemEmbeddingsSpec(
             pushed_model=pushed_model,
             examples=examples,
+            catalogue=catalogue,
             output_dir=output_dir,
             items=items,
             item_dim=item_dim,

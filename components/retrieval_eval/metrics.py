@@ -61,6 +61,20 @@ class DotScorer:
         return self.queries[user_rows] @ self.items_t
 
 
+class FoldedScorer(DotScorer):
+    """`queries [n_users, d] @ items [n_items, d].T + bias [n_users]`: the towers' logit
+    (sigmoid of it is the model's probability); the bias shifts a user's scores alike."""
+
+    def __init__(self, queries: np.ndarray, bias: np.ndarray, items: np.ndarray) -> None:
+        super().__init__(queries, items)
+        self.bias = np.asarray(bias, dtype=np.float32).reshape(-1, 1)
+        if len(self.bias) != len(self.queries):
+            raise DataError(f"{len(self.bias)} biases for {len(self.queries)} queries")
+
+    def scores(self, user_rows: np.ndarray) -> np.ndarray:
+        return super().scores(user_rows) + self.bias[user_rows]
+
+
 class PopularityScorer:
     """Every user gets the items ranked by their training interaction count."""
 

@@ -34,6 +34,7 @@ Coverage, counted in the manifest, never silent:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -276,6 +277,25 @@ def _pretrained_source(vectors_dir: Path) -> Path | None:
 
 
 @dataclass
+class SampleRows:
+    """A chunk of one split's samples, rows in their written (shuffled) order: `labels [n]`
+    int64, `user_vectors [n, U]` and `item_vectors [n, I]` float32, and the ids."""
+
+    labels: np.ndarray
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    user_ids: pa.Array
+    item_ids: pa.Array
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# receives (split name, rows) for every chunk of every split, e.g. to write tf.Examples
+SampleSink = Callable[[str, SampleRows], None]
+
+
+@dataclass
 class _Positives:
     """A split's kept positives: user codes, item rows, times, and their user vectors."""
 
@@ -294,8 +314,10 @@ def _write_split(
     user_ids: pa.Array,
     config: SampleConfig,
     rng: np.random.Generator,
+    sink: SampleSink | None = None,
 ) -> dict:
-    """Write one split, rows shuffled: text samples (if asked) and each row's ids in Parquet.
+    """Write one split, rows shuffled: text samples (if asked) and each row's ids in Parquet;
+    hand the same rows to `sink` (if given) in chunks.
 
     `{name}_ids.parquet` holds row by row what `{name}.txt` holds as vectors: the label, the
     user and item ids, and the time the user vector is taken at (models with ID embeddings
@@ -326,6 +348,19 @@ def _write_split(
                 append=True,
             )
     item_ids = pa.array(item_vectors.ids, pa.string())
+    if sink is not None:
+        for start in range(0, len(order), CHUNK_ROWS):
+            rows = order[start : start + CHUNK_ROWS]
+            sink(
+                name,
+                SampleRows(
+                    labels=labels[rows].astype(np.int64),
+                    user_vectors=positives.user_vectors[query[rows]],
+                    item_vectors=item_vectors.vectors[items[rows]],
+                    user_ids=user_ids.take(pa.array(positives.users[query[rows]])),
+                    item_ids=item_ids.take(pa.array(items[rows])),
+                ),
+            )
     pq.write_table(
         pa.table(
             {
@@ -347,12 +382,14 @@ def build_samples(
     *,
     source: str | Path | pa.Table | None = "pretrained",
     config: SampleConfig | None = None,
+    sink: SampleSink | None = None,
 ) -> dict:
     """Build train/val/test samples for the target domain into `out_dir`; return the manifest.
 
     `source` is the source-domain log whose history feeds user vectors: a path or table,
     "pretrained" for the log named in the vectors' manifest (none if it names no table),
-    or None for target history only.
+    or None for target history only. `sink(split, rows)` also receives every split's rows
+    (in chunks, in the order they are written), e.g. to write them as tf.Examples.
     """
     config = config or SampleConfig()
     vectors_path = Path(vectors)
@@ -427,7 +464,7 @@ def build_samples(
                 rng, positives.users, config.negatives, catalogue, weights, positive_keys, stride
             )
             counts[name] = _write_split(
-                out, name, positives, negatives, item_vectors, vocabulary, config, rng
+                out, name, positives, negatives, item_vectors, vocabulary, config, rng, sink
             )
             counts[name]["positives_without_user_history"] = int((~has_history).sum())
             counts[name]["events"] = len(rows)

@@ -1,0 +1,132 @@
+"""Retrieval evaluation: a hand-computed case (towers, popularity, pretrained), the query's
+history cut at its time, the folded scorer's bias, the executor's artifact and report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tfx.types import standard_artifacts
+
+from components.item2vec.vectors import Vectors, write_vectors
+from components.retrieval_eval.component import Executor, RetrievalMetrics
+from components.retrieval_eval.evaluation import Catalogue, build_queries, evaluate
+from components.retrieval_eval.metrics import FoldedScorer
+from components.sample_gen.component import HeldOutInteractions, ItemCatalogue
+
+# a=(1,0)  b=(0,1)  c=(0.9,0.1)  d=(-1,0)
+ITEMS = Vectors(np.array([[1, 0], [0, 1], [0.9, 0.1], [-1, 0]], np.float32), ["a", "b", "c", "d"])
+COUNTS = np.array([5, 3, 0, 1], np.float32)  # popularity: a, b, d, c
+
+
+def _table(rows: list[tuple[str, str, int]]) -> pa.Table:
+    users, items, times = zip(*rows, strict=True) if rows else ((), (), ())
+    return pa.table(
+        {
+            "user": pa.array(users, pa.string()),
+            "item": pa.array(items, pa.string()),
+            "timestamp": pa.array(times, pa.int64()),
+        }
+    )
+
+
+@pytest.fixture
+def held_out(tmp_path):
+    """u1: history a, test c. u2: history b, test d. u3: test only, no history.
+    u1 also has d at its test time: the query must not see it."""
+    folder = tmp_path / "held_out"
+    folder.mkdir()
+    pq.write_table(_table([("u1", "a", 1), ("u2", "b", 2)]), folder / "train_interactions.parquet")
+    pq.write_table(_table([]), folder / "val_interactions.parquet")
+    pq.write_table(
+        _table([("u1", "c", 5), ("u2", "d", 6), ("u3", "a", 7)]),
+        folder / "test_interactions.parquet",
+    )
+    pq.write_table(
+        _table([("u1", "a", 1), ("u2", "b", 2), ("u1", "d", 5)]), folder / "histories.parquet"
+    )
+    (folder / "manifest.json").write_text("{}")
+    return folder
+
+
+def identity_tower(user_vectors):
+    return user_vectors, np.zeros(len(user_vectors), np.float32)
+
+
+def test_hand_computed_metrics_of_every_method(held_out):
+    catalogue = Catalogue(ITEMS, COUNTS)
+    queries = build_queries(held_out, catalogue, last_n=5)
+    assert queries.users == ["u1", "u2"]
+    assert queries.protocol["test_users_without_history"] == 1
+    np.testing.assert_array_equal(queries.user_vectors, [[1, 0], [0, 1]])  # d at t=5 unseen
+    result = evaluate(
+        catalogue,
+        queries,
+        user_tower=identity_tower,
+        item_embeddings=ITEMS.vectors,
+        ks=(1, 2, 3),
+        ann_backend="flat",
+    )
+    towers, popularity, pretrained = (
+        result["methods"][m] for m in ("towers", "popularity", "pretrained")
+    )
+    # u1 (seen a): c 0.9, b 0, d -1 -> c first. u2 (seen b): c 0.1, a 0, d 0 -> d third
+    assert towers["hit_rate@1"] == towers["recall@1"] == 0.5
+    assert towers["hit_rate@2"] == 0.5 and towers["hit_rate@3"] == 1.0
+    assert towers["ndcg@3"] == pytest.approx((1 + 1 / np.log2(4)) / 2)
+    assert towers["mrr"] == pytest.approx((1 + 1 / 3) / 2)
+    assert pretrained == towers  # the identity tower ranks as the pretrained vectors do
+    # popularity: u1 gets b, d, c (c third); u2 gets a, d, c (d second)
+    assert popularity["hit_rate@1"] == 0.0
+    assert popularity["hit_rate@2"] == 0.5 and popularity["hit_rate@3"] == 1.0
+    assert popularity["mrr"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert towers["users"] == 2 and towers["items"] == 4
+    assert result["ann"]["recall@3"] == 1.0 and result["ann"]["exact"] is True
+
+
+def test_folded_scorer_adds_each_users_bias():
+    queries = np.array([[1, 0], [0, 2]], np.float32)
+    scorer = FoldedScorer(queries, np.array([0.5, -1.0]), ITEMS.vectors)
+    np.testing.assert_allclose(
+        scorer.scores(np.array([0, 1])), queries @ ITEMS.vectors.T + [[0.5], [-1.0]]
+    )
+
+
+def test_without_a_push_the_baselines_are_reported(held_out, tmp_path):
+    catalogue = ItemCatalogue()
+    catalogue.uri = str(tmp_path / "catalogue")
+    (tmp_path / "catalogue").mkdir()
+    write_vectors(tmp_path / "catalogue" / "catalogue.txt", ITEMS)
+    pq.write_table(
+        pa.table(
+            {
+                "item": ITEMS.ids,
+                "train_count": pa.array(COUNTS.astype(np.int64)),
+                "val_count": pa.array([0, 0, 0, 0], pa.int64()),
+            }
+        ),
+        tmp_path / "catalogue" / "catalogue.parquet",
+    )
+    held = HeldOutInteractions()
+    held.uri = str(held_out)
+    held.set_int_custom_property("last_n", 5)
+    pushed = standard_artifacts.PushedModel()
+    pushed.set_int_custom_property("pushed", 0)
+    out = RetrievalMetrics()
+    out.uri = str(tmp_path / "metrics")
+    Executor().Do(
+        {"pushed_model": [pushed], "catalogue": [catalogue], "held_out": [held]},
+        {"metrics": [out]},
+        {"ks": "1,2,3", "ann_backend": "ivf"},
+    )
+    metrics = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"popularity", "pretrained"}
+    assert metrics["methods"]["popularity"]["hit_rate@2"] == 0.5
+    report = (tmp_path / "metrics" / "report.md").read_text()
+    assert "Nothing was pushed" in report and "| popularity | 0.0000 | 0.5000 | 1.0000 |" in report
+    png = (tmp_path / "metrics" / "recall.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert out.get_float_custom_property("popularity_hit_rate@50") == 0.0  # K 50 not asked

@@ -36,6 +36,7 @@ from components.sample_gen.component import CATALOGUE_TEXT, ItemCatalogue
 EMBEDDINGS_FILE = "embeddings.parquet"
 MANIFEST_FILE = "manifest.json"
 EMBED_BATCH = 8192
+EMBEDDINGS_SCHEMA = pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32()))])
 
 
 class ItemEmbeddingsArtifact(types.Artifact):
@@ -67,7 +68,7 @@ def _example_items(record_batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray
 
 
 class _Embed(beam.DoFn):
-    """(ids, vectors) batches -> (ids, embeddings) batches through the item tower."""
+    """Lists of (id, vector) -> pyarrow Tables (item_id, embedding) through the item tower."""
 
     def __init__(self, tower_path: str):
         self._tower_path = tower_path
@@ -76,20 +77,52 @@ class _Embed(beam.DoFn):
     def setup(self):
         self._serve = tf.saved_model.load(self._tower_path).signatures["serving_default"]
 
-    def process(self, batch: tuple[np.ndarray, np.ndarray]):
-        ids, vectors = batch
-        for start in range(0, len(ids), EMBED_BATCH):
-            chunk = tf.constant(vectors[start : start + EMBED_BATCH])
-            out = self._serve(item_vector=chunk)["item_embedding"].numpy()
-            yield ids[start : start + EMBED_BATCH], out
+    def process(self, rows: list[tuple[bytes, np.ndarray]]):
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i, _ in rows]
+        vectors = tf.constant(np.stack([v for _, v in rows]).astype(np.float32))
+        out = self._serve(item_vector=vectors)["item_embedding"].numpy()
+        yield embeddings_table(ids, out)
 
 
-def _distinct(batches: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.concatenate([b[0] for b in batches]) if batches else np.empty(0, object)
-    vectors = np.concatenate([b[1] for b in batches]) if batches else np.empty((0, 0), np.float32)
+def embeddings_table(ids: list[str], embeddings: np.ndarray) -> pa.Table:
+    return pa.Table.from_arrays(
+        [
+            pa.array(ids, pa.string()),
+            pa.FixedSizeListArray.from_arrays(
+                pa.array(embeddings.ravel(), pa.float32()), embeddings.shape[1]
+            ).cast(pa.list_(pa.float32())),
+        ],
+        schema=EMBEDDINGS_SCHEMA,
+    )
+
+
+def _distinct_rows(batch: tuple[np.ndarray, np.ndarray]):
+    """(id, vector) once per id of a batch (most repeats of a training item are near)."""
+    ids, vectors = batch
     _, first = np.unique(ids.astype(bytes), return_index=True)
-    first.sort()
-    return ids[first], vectors[first]
+    for row in np.sort(first):
+        yield bytes(ids[row]) if not isinstance(ids[row], str) else ids[row].encode(), vectors[row]
+
+
+class _OneVector(beam.CombineFn):
+    """One vector per id, whatever the order: the smallest by bytes (ids from the vectors'
+    hash have one vector; a catalogue's repeated id keeps a deterministic one)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, best, vector):
+        return vector if best is None or vector.tobytes() < best.tobytes() else best
+
+    def merge_accumulators(self, accumulators):
+        best = None
+        for vector in accumulators:
+            if vector is not None:
+                best = self.add_input(best, vector)
+        return best
+
+    def extract_output(self, best):
+        return best
 
 
 def write_embeddings(path: str, batches: list[tuple[np.ndarray, np.ndarray]]) -> int:
@@ -160,35 +193,46 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 )
             else:
                 source = training
-            embedded = (
+            # streams: one (id, vector) per item after a combine, embedded in batches and
+            # written as one Parquet file (nothing holds all items at once)
+            tables = (
                 source
-                | "Collect" >> beam.combiners.ToList()
-                | "Distinct" >> beam.Map(_distinct)
+                | "Rows" >> beam.FlatMap(_distinct_rows)
+                | "OnePerId" >> beam.CombinePerKey(_OneVector())
+                | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=EMBED_BATCH)
                 | "Embed" >> beam.ParDo(_Embed(tower))
-                | "Gather" >> beam.combiners.ToList()
             )
-            counts = embedded | "Write" >> beam.Map(
-                lambda batches: write_embeddings(os.path.join(uri, EMBEDDINGS_FILE), batches)
+            _ = tables | "Write" >> beam.io.parquetio.WriteToParquetBatched(
+                os.path.join(uri, EMBEDDINGS_FILE.removesuffix(".parquet")),
+                EMBEDDINGS_SCHEMA,
+                num_shards=1,
+                shard_name_template="",
+                file_name_suffix=".parquet",
             )
-            unmatched = (
-                training
-                | "TrainIds" >> beam.FlatMap(lambda b: set(b[0].astype(bytes).tolist()))
-                | "DistinctTrain" >> beam.Distinct()
-                | "Unmatched"
-                >> beam.Filter(
-                    lambda i, known: i not in known,
-                    known=beam.pvalue.AsList(
-                        source
-                        | "CatIds"
-                        >> beam.FlatMap(
-                            lambda b: (
-                                b[0].astype(bytes).tolist() if by_id else vector_ids(b[1]).tolist()
-                            )
-                        )
-                    ),
+            counts = (
+                tables
+                | "Rows per table" >> beam.Map(lambda table: table.num_rows)
+                | "Count" >> beam.CombineGlobally(sum)
+            )
+            if items:
+                catalogue_ids = source | "CatIds" >> beam.FlatMap(
+                    lambda b: (b[0].astype(bytes) if by_id else vector_ids(b[1])).tolist()
                 )
-                | "CountUnmatched" >> beam.combiners.Count.Globally()
-            )
+                training_ids = training | "TrainIds" >> beam.FlatMap(
+                    lambda b: set(b[0].astype(bytes).tolist())
+                )
+                unmatched = (  # an anti-join: training ids the catalogue lacks
+                    {
+                        "train": training_ids | "KeyTrain" >> beam.Map(lambda i: (i, None)),
+                        "catalogue": catalogue_ids | "KeyCat" >> beam.Map(lambda i: (i, None)),
+                    }
+                    | "Join" >> beam.CoGroupByKey()
+                    | "Unmatched"
+                    >> beam.Filter(lambda kv: kv[1]["train"] and not kv[1]["catalogue"])
+                    | "CountUnmatched" >> beam.combiners.Count.Globally()
+                )
+            else:
+                unmatched = pipeline | "NoCatalogue" >> beam.Create([0])
             _ = counts | "Manifest" >> beam.Map(
                 _write_manifest,
                 uri=uri,

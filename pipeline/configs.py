@@ -56,6 +56,7 @@ class PipelineConfig:
     # after the push: item embeddings into Redis (off unless a URL is given) and the ANN index
     redis_url: str | None = None
     ann_backend: str = "ivf"  # flat, hnsw, ivf (MIPS-to-L2), annoy
+    ann_params: str = ""  # JSON for the backend, e.g. '{"nprobe": 96}' ("": its defaults)
     pipeline_name: str = PIPELINE_NAME
 
     @property

@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
     parser.add_argument("--distribution", choices=["one_device", "mirrored", "multi_worker"])
     parser.add_argument("--redis_url", help="publish item embeddings to this Redis")
     parser.add_argument("--ann_backend", choices=["flat", "hnsw", "ivf", "annoy"])
+    parser.add_argument("--ann_params", help='index parameters as JSON, e.g. {"nprobe": 96}')
     args = vars(parser.parse_args(argv))
     profile = args.pop("beam_profile")
     config = configs.from_environment(**args)

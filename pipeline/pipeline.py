@@ -2,18 +2,20 @@
 
 RecipeCsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
 -> Transform -> Trainer -> (latest blessed model) -> Evaluator -> TwoTowerPusher
--> ItemEmbeddings
+-> ItemEmbeddings -> EmbeddingsPublisher (ANN index; Redis when a URL is configured)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components.embeddings_publisher.component import publisher_for
 from components.example_gen.component import RecipeCsvExampleGen
 from components.example_gen.recipe_csv import LABEL
 from components.example_gen.schema import schema_file_for
@@ -207,7 +209,21 @@ def create_pipeline(
         items=items,
         **({"catalogue": source.catalogue} if source.catalogue is not None else {}),
     )
-    components += [trainer, model_resolver, evaluator, pusher, item_embeddings]
+    embeddings_publisher = publisher_for(
+        config,
+        item_embeddings.outputs["item_embeddings"],
+        examples=examples,
+        items=items,
+        ann_params=json.loads(config.ann_params) if config.ann_params else None,
+    )
+    components += [
+        trainer,
+        model_resolver,
+        evaluator,
+        pusher,
+        item_embeddings,
+        embeddings_publisher,
+    ]
     if extend is not None:
         nodes = dict(
             example_gen=source.components[-1],
@@ -216,6 +232,7 @@ def create_pipeline(
             evaluator=evaluator,
             pusher=pusher,
             item_embeddings=item_embeddings,
+            embeddings_publisher=embeddings_publisher,
         )
         components += extend(nodes)
     return tfx.dsl.Pipeline(

@@ -104,6 +104,15 @@ def summarize(config: PipelineConfig, started: float) -> str:
             f"  item embeddings: {_prop(embeddings[-1], 'count')} in "
             f"{_prop(embeddings[-1], 'published_dir')}"
         )
+    published = artifacts.get("finetower.PublishedEmbeddings", [])
+    if published and _prop(published[-1], "count"):
+        last = published[-1]
+        lines.append(
+            f"  ANN index ({_prop(last, 'ann_backend')}): {_prop(last, 'ann_dir')}, "
+            f"recall@100 vs exact {_prop(last, 'ann_recall_at_100'):.3f}"
+        )
+        if _prop(last, "redis_published"):
+            lines.append(f"  Redis: current version {_prop(last, 'redis_version')}")
     lines.append(f"  pipeline root: {config.pipeline_root}; metadata: {config.metadata_path}")
     return "\n".join(lines)
 

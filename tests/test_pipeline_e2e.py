@@ -30,6 +30,7 @@ COMPONENTS = {
     "Evaluator",
     "TwoTowerPusher",
     "ItemEmbeddings",
+    "EmbeddingsPublisher",
 }
 
 
@@ -92,6 +93,11 @@ def test_every_component_completes_and_summary_names_the_push(pipeline_runs):
     summary = pipeline_runs["first"].stdout
     assert "pushed version 1 of user_tower and item_tower" in summary
     assert "eval AUC" in summary and "blessed: yes" in summary
+    assert "ANN index (ivf)" in summary
+    out = pipeline_runs["out"]
+    ann = json.loads((out / "ann_index" / "1" / "manifest.json").read_text())
+    embedded = json.loads((out / "item_embeddings" / "1" / "manifest.json").read_text())
+    assert ann["version"] == 1 and ann["count"] == embedded["count"] > 0
 
 
 def test_both_towers_pushed_under_one_version_and_models_config_names_them(pipeline_runs):

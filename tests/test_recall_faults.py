@@ -1,0 +1,186 @@
+"""Faults with real processes: the recall service under uvicorn (`python -m serving.recall`),
+the local model server and a redis-server, each stopped and started again. Every outage
+must give 503 within the configured timeout, never a hang, and service must come back
+when the part does; a version pushed under load fails no request."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from test_embeddings_publisher import push_copy, run_publisher
+from test_recall_service import REPO, ModelServer, prepare_output, wait_for
+
+from tests.redis_server import RedisServer, free_port, redis_server_path
+
+TIMEOUT_S = 0.5  # the service's --timeout_s for TF Serving and Redis calls
+BOUND_S = TIMEOUT_S + 2.0  # an outage's answer: the timeout plus a loaded machine's slack
+USER = {"user_vector": [0.05] * 128, "n": 5}
+
+
+@pytest.fixture(scope="module")
+def world(pushed_run, tmp_path_factory):
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not on PATH")
+    root = tmp_path_factory.mktemp("faults")
+    prepared = prepare_output(pushed_run, root)
+    out = prepared["out"]
+    redis = RedisServer(root / "redis").start()
+    model_server = ModelServer(out / "serving" / "models.config", root / "ms.log")
+    port = free_port()
+    service = None
+    try:
+        run_publisher(out, 1, root, redis_url=redis.url, items=prepared["items"])
+        model_server.start(1)
+        service = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving.recall",
+                "--serving_dir",
+                str(out / "serving"),
+                "--output_dir",
+                str(out),
+                "--tf_serving",
+                model_server.target,
+                "--redis_url",
+                redis.url,
+                "--port",
+                str(port),
+                "--timeout_s",
+                str(TIMEOUT_S),
+                "--poll_s",
+                "0.2",
+                "--log_level",
+                "warning",
+            ],
+            cwd=REPO,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            stdout=(root / "recall.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
+
+        def ready():
+            if service.poll() is not None:
+                raise RuntimeError((root / "recall.log").read_text()[-3000:])
+            try:
+                return http.get("/health").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, 120, "the recall service is not ready")
+        history = http.post("/recall", json=USER).json()["items"]
+        yield {
+            **prepared,
+            "redis": redis,
+            "model_server": model_server,
+            "http": http,
+            "history": [item["item_id"] for item in history],
+            "log": root / "recall.log",
+        }
+        http.close()
+    finally:
+        if service is not None and service.poll() is None:
+            service.terminate()
+            try:
+                service.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                service.kill()
+        model_server.stop()
+        redis.stop()
+
+
+def timed_post(http: httpx.Client, body: dict) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    answer = http.post("/recall", json=body)
+    return answer, time.monotonic() - started
+
+
+def test_tf_serving_down_is_503_within_the_timeout_and_recovers(world):
+    http, server = world["http"], world["model_server"]
+    server.stop()
+    answer, seconds = timed_post(http, USER)
+    assert answer.status_code == 503 and "did not answer" in answer.json()["error"]
+    assert seconds < BOUND_S
+    server.start(1)
+    wait_for(lambda: http.post("/recall", json=USER).status_code == 200, 60, "no recovery")
+
+
+def test_a_hung_redis_is_503_for_histories_within_the_timeout(world):
+    http, redis = world["http"], world["redis"]
+    body = {"history": world["history"], "n": 5}
+    assert http.post("/recall", json=body).status_code == 200
+    redis.pause()
+    try:
+        answer, seconds = timed_post(http, body)
+        assert answer.status_code == 503 and "Redis" in answer.json()["error"]
+        assert seconds < BOUND_S
+        assert http.post("/recall", json=USER).status_code == 200  # needs no Redis
+    finally:
+        redis.resume()
+    wait_for(lambda: http.post("/recall", json=body).status_code == 200, 30, "no recovery")
+
+
+def test_redis_down_and_back_empty_recovers_on_republish(world):
+    http, redis = world["http"], world["redis"]
+    body = {"history": world["history"], "n": 5}
+    redis.stop()
+    answer, seconds = timed_post(http, body)
+    assert answer.status_code == 503 and seconds < BOUND_S
+    wait_for(
+        lambda: http.get("/health").json().get("redis") == "unreachable", 10, "health says nothing"
+    )
+    redis.start()  # no persistence: the store comes back empty
+    answer = http.post("/recall", json=body)
+    assert answer.status_code == 503 and "gone" in answer.json()["error"]
+    run_publisher(world["out"], 1, world["root"], redis_url=redis.url, items=world["items"])
+    wait_for(lambda: http.post("/recall", json=body).status_code == 200, 30, "no recovery")
+    assert http.get("/health").json()["versions"]["store"].startswith("v1-")
+
+
+def test_a_version_pushed_under_load_fails_no_request(world):
+    http, redis = world["http"], world["redis"]
+    per_thread: list[list[tuple[int, int | None]]] = [[], []]
+    stop = threading.Event()
+
+    def load(body: dict, results: list) -> None:
+        with httpx.Client(base_url=http.base_url, timeout=10.0) as own:
+            while not stop.is_set():
+                answer = own.post("/recall", json=body)
+                version = answer.json().get("version") if answer.status_code == 200 else None
+                results.append((answer.status_code, version))
+
+    def done() -> int:
+        return min(len(results) for results in per_thread)
+
+    bodies = (USER, {"history": world["history"], "n": 5})
+    threads = [
+        threading.Thread(target=load, args=(body, results))
+        for body, results in zip(bodies, per_thread, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: done() >= 10, 30, "no load")
+        push_copy(world["out"], 2)  # both towers: the model server loads version 2 beside 1
+        run_publisher(world["out"], 2, world["root"], redis_url=redis.url, items=world["items"])
+        wait_for(lambda: http.get("/health").json()["version"] == 2, 90, "version 2 not served")
+        settled = done()
+        wait_for(lambda: done() >= settled + 10, 30, "no load after the switch")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    for results in per_thread:
+        failed = [r for r in results if r[0] != 200]
+        assert not failed, failed[:5]
+        versions = [v for _, v in results]
+        # each client saw version 1, then version 2, and never 1 again once it had seen 2
+        assert versions[0] == 1 and versions[-1] == 2
+        assert versions == sorted(versions)

@@ -42,7 +42,7 @@ class PipelineConfig:
     seed: int = 0
     # a train split whose files fit this many MB is trained from memory (a bare fit's speed);
     # a larger one streams from ExampleGen's files (memory flat as data grows)
-    train_in_memory_mb: int = 512
+    train_in_memory_mb: int = 256
     base_model: str | None = None  # a Model folder (with Format-Serving/) to fine-tune from
     # Evaluator: the blessing that gates the push
     auc_floor: float = 0.6

@@ -25,7 +25,7 @@ def test_defaults_are_the_recipe():
         "item_dim": 128,
         "normalize": "zscore",
         "distribution": "one_device",
-        "train_in_memory_mb": 512,
+        "train_in_memory_mb": 256,
     }
 
 

@@ -173,7 +173,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         shuffle=False,
         seed=seed,
     )
-    budget = int(float(config.get("train_in_memory_mb", 512)) * 2**20)
+    budget = int(float(config.get("train_in_memory_mb", 256)) * 2**20)
     single = config.get("distribution") in (None, "", "one_device")
     arrays = None
     if single:

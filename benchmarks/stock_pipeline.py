@@ -19,7 +19,7 @@ from tfx import v1 as tfx  # noqa: E402
 from tfx.proto import example_gen_pb2  # noqa: E402
 
 from pipeline.configs import BEAM_IN_MEMORY, PipelineConfig  # noqa: E402
-from pipeline.pipeline import eval_config  # noqa: E402
+from pipeline.dag import eval_config  # noqa: E402
 
 
 def stock_pipeline(data: str, out: Path) -> tfx.dsl.Pipeline:

@@ -21,11 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-if __package__ in (None, ""):  # run as a script (the tfx CLI): import the repo's packages
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
+# TFMA recognises Keras 2 models only so; set where the process starts, before TensorFlow loads
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import argparse  # noqa: E402
@@ -37,7 +33,7 @@ import yaml  # noqa: E402
 from kubeflow import entrypoint  # noqa: E402
 from kubeflow import image as image_config  # noqa: E402
 from pipeline import beam_profiles, configs  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline.dag import create_pipeline  # noqa: E402
 
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 DEFAULT_IMAGE = image_config.default_image()

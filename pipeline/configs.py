@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 
 PIPELINE_NAME = "finetower"
 
+# the recipe's pretrained vector size (user and item); every signature that defaults a vector
+# size names this constant
+VECTOR_DIM = 128
+
 # Beam on the local machine: in-memory, one worker, and no attempt to download the Prism
 # runner (Beam 2.77's default tries that for every job, and fails offline)
 BEAM_IN_MEMORY = [
@@ -22,27 +26,103 @@ BEAM_IN_MEMORY = [
 ]
 
 
+class ConfigError(ValueError):
+    """A custom_config that names a field the component does not know."""
+
+
+def _from_custom_config(kind, custom_config: dict | None):
+    """`kind(**custom_config)`; fields left out keep their defaults, unknown ones are refused
+    by name (a typo would otherwise train with a default silently)."""
+    values = dict(custom_config or {})
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{kind.__name__}: unknown custom_config field(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return kind(**values)
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """What preprocessing_fn reads (Transform's custom_config)."""
+
+    normalize: str = "zscore"  # zscore, l2 or none (components/transform/preprocessing.py)
+
+    def to_custom_config(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_custom_config(cls, custom_config: dict | None) -> TransformConfig:
+        return _from_custom_config(cls, custom_config)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """What run_fn reads (Trainer's custom_config): the recipe's training, its defaults."""
+
+    epochs: int = 2
+    batch_size: int = 128  # the global batch (components/trainer/distribute.py)
+    learning_rate: float = 1e-3
+    patience: int = 10  # EarlyStopping on val_loss
+    seed: int = 0
+    user_dim: int = VECTOR_DIM
+    item_dim: int = VECTOR_DIM
+    normalize: str = TransformConfig.normalize  # recorded in finetower_model.json
+    # one_device, mirrored, multi_worker (from TF_CONFIG)
+    distribution: str = "one_device"
+    # a train split whose files fit this many MB is trained from memory (a bare fit's speed);
+    # a larger one streams from ExampleGen's files (memory flat as data grows)
+    train_in_memory_mb: float = 256
+
+    def to_custom_config(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_custom_config(cls, custom_config: dict | None) -> TrainerConfig:
+        """The config run_fn was given; the JSON round trip through ML Metadata may turn ints
+        into floats, so numbers are cast back to the field's type."""
+        config = _from_custom_config(cls, custom_config)
+        return dataclasses.replace(
+            config,
+            epochs=int(config.epochs),
+            batch_size=int(config.batch_size),
+            learning_rate=float(config.learning_rate),
+            patience=int(config.patience),
+            seed=int(config.seed),
+            user_dim=int(config.user_dim),
+            item_dim=int(config.item_dim),
+            train_in_memory_mb=float(config.train_in_memory_mb),
+        )
+
+    @property
+    def single_device(self) -> bool:
+        return self.distribution in (None, "", "one_device")
+
+
+_TRAINER = TrainerConfig()
+
+
 @dataclass
 class PipelineConfig:
     # data
     train_data: str | None = None  # a file or glob; None: the embedded synthetic data set
     val_data: str | None = None  # None: hash-split train_data 80/20
     items: str | None = None  # item catalogue (CSV item_id,v.. or word2vec text)
-    user_dim: int = 128
-    item_dim: int = 128
+    user_dim: int = VECTOR_DIM
+    item_dim: int = VECTOR_DIM
     # where everything goes: <output_dir>/{tfx, metadata.sqlite, serving, item_embeddings}
     output_dir: str = "finetower-output"
     # Transform
-    normalize: str = "zscore"
-    # Trainer: the recipe
-    epochs: int = 2
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    patience: int = 10
-    seed: int = 0
-    # a train split whose files fit this many MB is trained from memory (a bare fit's speed);
-    # a larger one streams from ExampleGen's files (memory flat as data grows)
-    train_in_memory_mb: int = 256
+    normalize: str = TransformConfig.normalize
+    # Trainer: the recipe (defaults and meanings in TrainerConfig)
+    epochs: int = _TRAINER.epochs
+    batch_size: int = _TRAINER.batch_size
+    learning_rate: float = _TRAINER.learning_rate
+    patience: int = _TRAINER.patience
+    seed: int = _TRAINER.seed
+    train_in_memory_mb: int = int(_TRAINER.train_in_memory_mb)
     base_model: str | None = None  # a Model folder (with Format-Serving/) to fine-tune from
     # Evaluator: the blessing that gates the push
     auc_floor: float = 0.6
@@ -52,7 +132,7 @@ class PipelineConfig:
     keep_versions: int = 0  # prune old tower versions beyond this many (0: keep all)
     beam_pipeline_args: list[str] = field(default_factory=lambda: list(BEAM_IN_MEMORY))
     # Trainer's tf.distribute strategy: one_device, mirrored, multi_worker (from TF_CONFIG)
-    distribution: str = "one_device"
+    distribution: str = _TRAINER.distribution
     # after the push: item embeddings into Redis (off unless a URL is given) and the ANN index
     redis_url: str | None = None
     ann_backend: str = "ivf"  # flat, hnsw, ivf (MIPS-to-L2), annoy
@@ -71,20 +151,23 @@ class PipelineConfig:
     def serving_dir(self) -> str:
         return os.path.join(self.output_dir, "serving")
 
-    def trainer_config(self) -> dict:
-        """What run_fn reads (custom_config)."""
-        return {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "patience": self.patience,
-            "seed": self.seed,
-            "user_dim": self.user_dim,
-            "item_dim": self.item_dim,
-            "normalize": self.normalize,
-            "distribution": self.distribution,
-            "train_in_memory_mb": self.train_in_memory_mb,
-        }
+    def trainer_config(self) -> TrainerConfig:
+        """The Trainer's part of this configuration (its custom_config, typed)."""
+        return TrainerConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            patience=self.patience,
+            seed=self.seed,
+            user_dim=self.user_dim,
+            item_dim=self.item_dim,
+            normalize=self.normalize,
+            distribution=self.distribution,
+            train_in_memory_mb=self.train_in_memory_mb,
+        )
+
+    def transform_config(self) -> TransformConfig:
+        return TransformConfig(normalize=self.normalize)
 
 
 def _parse(value: str, kind: type):

@@ -4,32 +4,28 @@
         --output_dir=DIR
     python -m pipeline.local_runner --output_dir=DIR      # the embedded synthetic data set
 
+Prints one line per component as it finishes and a summary; TensorFlow, absl and Beam logs go
+to `DIR/logs/run-<time>.log` (also to the console with `--verbose`).
+
 Also the `tfx` CLI's pipeline file (`tfx pipeline create --engine local --pipeline_path
-pipeline/local_runner.py`): the CLI runs it as a script, with `pipeline/` first on sys.path,
-where `pipeline/pipeline.py` would shadow this package; configuration then comes from
+pipeline/local_runner.py`): the CLI runs it as a script, and the `pipeline` package comes from
+the installed checkout (install.sh installs it editable); configuration then comes from
 pipeline/configs.py and FINETOWER_* environment variables.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-if __package__ in (None, ""):  # run as a script (the tfx CLI): import the repo's packages
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-    sys.modules.pop("pipeline", None)
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFMA recognises Keras 2 models only so
+# TFMA recognises Keras 2 models only so; set where the process starts, before TensorFlow loads
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import argparse  # noqa: E402
-import logging  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
-from pipeline import beam_profiles, configs  # noqa: E402
+from pipeline import beam_profiles, configs, run_output  # noqa: E402
 from pipeline.demo_data import ensure_demo_data  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
 from pipeline.run_summary import data_error_in, push_state_after_failure, summarize  # noqa: E402
 
 
@@ -42,11 +38,14 @@ def resolve_data(config: configs.PipelineConfig) -> tuple[str, str | None, str |
 
 
 def build(config: configs.PipelineConfig):
+    from pipeline.dag import create_pipeline  # TFX and TensorFlow load here, logs redirected
+
     train, val, items = resolve_data(config)
     return create_pipeline(config, train, val, items)
 
 
-def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
+def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, bool]:
+    """(configuration, verbose) from the flags over FINETOWER_* variables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train_data", help="recipe CSV file or glob (default: synthetic demo)")
     parser.add_argument("--val_data", help="recipe CSV for the eval split (default: 80/20 hash)")
@@ -75,30 +74,53 @@ def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
     parser.add_argument("--redis_url", help="publish item embeddings to this Redis")
     parser.add_argument("--ann_backend", choices=["flat", "hnsw", "ivf", "annoy"])
     parser.add_argument("--ann_params", help='index parameters as JSON, e.g. {"nprobe": 96}')
+    parser.add_argument(
+        "--verbose", action="store_true", help="TensorFlow/absl/Beam logs on the console too"
+    )
     args = vars(parser.parse_args(argv))
     profile = args.pop("beam_profile")
+    verbose = args.pop("verbose")
     config = configs.from_environment(**args)
     beam = beam_profiles.beam_args_from_environment(profile=profile)
     if beam is not None:
         config.beam_pipeline_args = beam
-    return config
+    return config, verbose
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
+    return parse_flags(argv)[0]
+
+
+def run(config: configs.PipelineConfig, console: run_output.RunConsole) -> int:
+    """Run the DAG with a progress line per component; the summary, or the failure, on the
+    console. Returns the exit status."""
     from tfx import v1 as tfx
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = parse_args(argv)
+    run_output.quiet_logging(
+        console,
+        lambda node_id: run_output.node_state_and_figure(
+            config.metadata_path, config.pipeline_name, node_id
+        ),
+    )
     started = time.time()
     try:
         tfx.orchestration.LocalDagRunner().run(build(config))
     except Exception as error:  # noqa: BLE001 (the runner's top level: say what failed, exit 1)
         found = data_error_in(error)
-        print(f"\nfinetower: run failed: {found or error}", file=sys.stderr)
-        print(push_state_after_failure(config), file=sys.stderr)
+        print(f"\nfinetower: run failed: {found or error}", file=console.err)
+        print(push_state_after_failure(config), file=console.err)
+        print(f"finetower: the full log is {console.path}", file=console.err)
         return 1
-    print(summarize(config, started))
+    print(summarize(config, started), file=console.out)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, verbose = parse_flags(argv)
+    path = run_output.log_path(config.output_dir)
+    print(f"finetower: logs in {path}" + (" (and here)" if verbose else ""), flush=True)
+    with run_output.RunConsole(path, verbose=verbose) as console:
+        return run(config, console)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from components.sample_gen.component import SampleGen
 from components.sample_gen.movielens import load_movielens
 from components.sample_gen.split import transfer_split
 from pipeline.configs import PipelineConfig
-from pipeline.pipeline import ExamplesSource, create_pipeline
+from pipeline.dag import ExamplesSource, create_pipeline
 
 RUNS = ("source", "transfer", "scratch")
 

@@ -29,18 +29,25 @@ def data_error_in(error: BaseException) -> str | None:
     return match.group(1) if match else None
 
 
-def latest_run_artifacts(metadata_path: str, since: float = 0.0) -> dict[str, list]:
-    """Artifact type name -> artifacts of the newest pipeline run in the SQLite store (none
-    when that run started before `since`, seconds since the epoch)."""
+def open_store(metadata_path: str):
+    """The SQLite ML Metadata store, read-only; None when there is none yet."""
     from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
     if not os.path.exists(metadata_path):
-        return {}
+        return None
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = metadata_path
     connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(connection)
+    return metadata_store.MetadataStore(connection)
+
+
+def latest_run_artifacts(metadata_path: str, since: float = 0.0) -> dict[str, list]:
+    """Artifact type name -> artifacts of the newest pipeline run in the SQLite store (none
+    when that run started before `since`, seconds since the epoch)."""
+    store = open_store(metadata_path)
+    if store is None:
+        return {}
     runs = store.get_contexts_by_type("pipeline_run")
     if not runs:
         return {}
@@ -54,7 +61,8 @@ def latest_run_artifacts(metadata_path: str, since: float = 0.0) -> dict[str, li
     return found
 
 
-def _prop(artifact, name: str):
+def artifact_property(artifact, name: str):
+    """A custom property's value of an MLMD artifact proto (None when unset)."""
     value = artifact.custom_properties.get(name)
     if value is None:
         return None
@@ -90,29 +98,30 @@ def summarize(config: PipelineConfig, started: float) -> str:
             lines.append(f"  eval AUC {auc:.4f}, accuracy {accuracy:.4f}, loss {loss:.4f}")
     blessings = artifacts.get("ModelBlessing", [])
     if blessings:
-        lines.append(f"  blessed: {'yes' if _prop(blessings[-1], 'blessed') else 'no'}")
+        lines.append(f"  blessed: {'yes' if artifact_property(blessings[-1], 'blessed') else 'no'}")
     pushed = artifacts.get("PushedModel", [])
-    if pushed and _prop(pushed[-1], "pushed"):
-        version = _prop(pushed[-1], "pushed_version")
+    if pushed and artifact_property(pushed[-1], "pushed"):
+        version = artifact_property(pushed[-1], "pushed_version")
         lines.append(f"  pushed version {version} of user_tower and item_tower")
         lines.append(f"  serving: {config.serving_dir} (models.config inside)")
     elif pushed:
         lines.append("  nothing pushed (not blessed)")
     embeddings = artifacts.get("finetower.ItemEmbeddings", [])
-    if embeddings and _prop(embeddings[-1], "count"):
+    if embeddings and artifact_property(embeddings[-1], "count"):
         lines.append(
-            f"  item embeddings: {_prop(embeddings[-1], 'count')} in "
-            f"{_prop(embeddings[-1], 'published_dir')}"
+            f"  item embeddings: {artifact_property(embeddings[-1], 'count')} in "
+            f"{artifact_property(embeddings[-1], 'published_dir')}"
         )
     published = artifacts.get("finetower.PublishedEmbeddings", [])
-    if published and _prop(published[-1], "count"):
+    if published and artifact_property(published[-1], "count"):
         last = published[-1]
+        backend, folder = artifact_property(last, "ann_backend"), artifact_property(last, "ann_dir")
         lines.append(
-            f"  ANN index ({_prop(last, 'ann_backend')}): {_prop(last, 'ann_dir')}, "
-            f"recall@100 vs exact {_prop(last, 'ann_recall_at_100'):.3f}"
+            f"  ANN index ({backend}): {folder}, "
+            f"recall@100 vs exact {artifact_property(last, 'ann_recall_at_100'):.3f}"
         )
-        if _prop(last, "redis_published"):
-            lines.append(f"  Redis: current version {_prop(last, 'redis_version')}")
+        if artifact_property(last, "redis_published"):
+            lines.append(f"  Redis: current version {artifact_property(last, 'redis_version')}")
     lines.append(f"  pipeline root: {config.pipeline_root}; metadata: {config.metadata_path}")
     return "\n".join(lines)
 
@@ -120,8 +129,8 @@ def summarize(config: PipelineConfig, started: float) -> str:
 def push_state_after_failure(config: PipelineConfig) -> str:
     """What a failed run left served: nothing new, or a push whose later steps failed."""
     pushed = latest_run_artifacts(config.metadata_path).get("PushedModel", [])
-    if pushed and _prop(pushed[-1], "pushed"):
-        version = _prop(pushed[-1], "pushed_version")
+    if pushed and artifact_property(pushed[-1], "pushed"):
+        version = artifact_property(pushed[-1], "pushed_version")
         return (
             f"this run pushed version {version} of both towers, but a later step failed; "
             "re-run to finish it (the push is not repeated)"

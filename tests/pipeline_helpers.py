@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,23 @@ def run_local_runner(*args: str, env: dict | None = None, timeout: int = 600):
         text=True,
         timeout=timeout,
     )
+
+
+def activated(env: dict | None = None) -> dict:
+    """`env` as `. .venv/bin/activate` leaves it, the README's way to run the `tfx` CLI: the
+    venv's bin first on PATH and VIRTUAL_ENV set. TFX's CLI decides which orchestrators are
+    installed by running `pip freeze --local` with the first `pip` on PATH."""
+    env = dict(os.environ if env is None else env)
+    bin_dir = os.path.dirname(sys.executable)
+    env["VIRTUAL_ENV"] = os.path.dirname(bin_dir)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def tfx_cli() -> str | None:
+    """The `tfx` command an activated venv finds (None: not installed beside this Python)."""
+    return shutil.which("tfx", path=os.path.dirname(sys.executable))
 
 
 def distinct_rows(array: np.ndarray) -> int:

@@ -8,14 +8,14 @@ import pytest
 from components.common.errors import DataError
 from pipeline import configs
 from pipeline.configs import BEAM_IN_MEMORY
+from pipeline.dag import example_gen_inputs
 from pipeline.local_runner import parse_args
-from pipeline.pipeline import example_gen_inputs
 from pipeline.run_summary import data_error_in, latest_run_artifacts, summarize
 
 
 def test_defaults_are_the_recipe():
     config = configs.PipelineConfig()
-    assert config.trainer_config() == {
+    assert config.trainer_config().to_custom_config() == {
         "epochs": 2,
         "batch_size": 128,
         "learning_rate": 1e-3,

@@ -19,10 +19,11 @@ from kubeflow import image as image_config
 from kubeflow.runner import REPO_ROOT, artifact_titles, compile_pipeline
 from kubeflow.runner import main as runner_main
 from pipeline.configs import PipelineConfig
+from tests.pipeline_helpers import activated, tfx_cli
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "registry.example/finetower:1"
-TFX_CLI = shutil.which("tfx", path=os.path.dirname(sys.executable))
+TFX_CLI = tfx_cli()
 
 
 def remote_config() -> PipelineConfig:
@@ -215,7 +216,7 @@ def test_dataflow_profile_runs_beam_steps_on_our_image(tmp_path, monkeypatch):
 
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {
-        **os.environ,
+        **activated(),
         "VERTEX_HOME": str(tmp_path / "vertex_home"),
         "KUBEFLOW_HOME": str(tmp_path / "kubeflow_home"),
         "FINETOWER_TRAIN_DATA": "gs://bucket/data/train",
@@ -225,7 +226,7 @@ def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     return subprocess.run(
-        [TFX_CLI, "pipeline", "create", *args, "--pipeline_path", "kubeflow/runner.py"],
+        ["tfx", "pipeline", "create", *args, "--pipeline_path", "kubeflow/runner.py"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from google.protobuf import text_format
-from pipeline_helpers import REPO, distinct_rows, run_local_runner, small_recipe_files
+from pipeline_helpers import (
+    REPO,
+    activated,
+    distinct_rows,
+    run_local_runner,
+    small_recipe_files,
+    tfx_cli,
+)
 from tensorflow_serving.config import model_server_config_pb2
 
 from pipeline.run_summary import latest_run_artifacts
@@ -206,15 +211,12 @@ def test_a_bad_line_fails_the_run_names_it_and_pushes_nothing(pipeline_runs, tmp
     assert latest_run_artifacts(str(out / "metadata.sqlite")).get("PushedModel") is None
 
 
-@pytest.mark.skipif(
-    shutil.which("tfx", path=os.path.dirname(sys.executable)) is None,
-    reason="the tfx CLI is not installed beside this Python",
-)
+@pytest.mark.skipif(tfx_cli() is None, reason="the tfx CLI is not installed beside this Python")
 def test_tfx_cli_creates_and_runs_the_pipeline(tmp_path):
+    """As the README runs it: venv activated, `tfx` from PATH."""
     data = small_recipe_files(tmp_path / "data", rows=2000, items=200)
-    tfx_cli = shutil.which("tfx", path=os.path.dirname(sys.executable))
     env = {
-        **os.environ,
+        **activated(),
         "LOCAL_HOME": str(tmp_path / "tfx_home"),
         "FINETOWER_OUTPUT_DIR": str(tmp_path / "out"),
         "FINETOWER_TRAIN_DATA": str(data["train"]),
@@ -223,7 +225,7 @@ def test_tfx_cli_creates_and_runs_the_pipeline(tmp_path):
     }
     create = subprocess.run(
         [
-            tfx_cli,
+            "tfx",
             "pipeline",
             "create",
             "--engine",
@@ -240,7 +242,7 @@ def test_tfx_cli_creates_and_runs_the_pipeline(tmp_path):
     assert create.returncode == 0, create.stderr[-3000:]
     assert "built (not run)" in create.stdout
     run = subprocess.run(
-        [tfx_cli, "run", "create", "--engine", "local", "--pipeline_name", "finetower"],
+        ["tfx", "run", "create", "--engine", "local", "--pipeline_name", "finetower"],
         cwd=REPO,
         env=env,
         capture_output=True,

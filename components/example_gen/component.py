@@ -15,6 +15,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 from components.example_gen import executor
 from components.example_gen.config import ITEM_DIM_KEY, USER_DIM_KEY
+from pipeline.configs import VECTOR_DIM
 
 
 class RecipeCsvExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
@@ -37,8 +38,8 @@ class RecipeCsvExampleGen(FileBasedExampleGen):
         input_config: example_gen_pb2.Input,
         output_config: example_gen_pb2.Output | None = None,
         *,
-        user_dim: int = 128,
-        item_dim: int = 128,
+        user_dim: int = VECTOR_DIM,
+        item_dim: int = VECTOR_DIM,
     ):
         spec = RecipeCsvExampleGenSpec(
             input_base=input_base,

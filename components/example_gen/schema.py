@@ -13,11 +13,12 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components.example_gen.recipe_csv import ITEM_ID, ITEM_VECTOR, LABEL, USER_ID, USER_VECTOR
+from pipeline.configs import VECTOR_DIM
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "schema" / "schema.pbtxt"
 
 
-def recipe_schema(user_dim: int = 128, item_dim: int = 128) -> schema_pb2.Schema:
+def recipe_schema(user_dim: int = VECTOR_DIM, item_dim: int = VECTOR_DIM) -> schema_pb2.Schema:
     """label INT in {0, 1}; user_vector / item_vector FLOAT of fixed length; ids optional."""
     schema = schema_pb2.Schema()
     label = schema.feature.add(name=LABEL, type=schema_pb2.INT)
@@ -35,14 +36,14 @@ def recipe_schema(user_dim: int = 128, item_dim: int = 128) -> schema_pb2.Schema
     return schema
 
 
-def schema_text(user_dim: int = 128, item_dim: int = 128) -> str:
+def schema_text(user_dim: int = VECTOR_DIM, item_dim: int = VECTOR_DIM) -> str:
     return text_format.MessageToString(recipe_schema(user_dim, item_dim))
 
 
 def schema_file_for(user_dim: int, item_dim: int, output_dir: str | Path) -> Path | str:
     """The checked-in schema for the recipe's sizes; for other sizes, one written (once) under
     `output_dir/schema/` from the same function (object stores through tf.io.gfile)."""
-    if (user_dim, item_dim) == (128, 128):
+    if (user_dim, item_dim) == (VECTOR_DIM, VECTOR_DIM):
         return CHECKED_IN
     text = schema_text(user_dim, item_dim)
     name = f"schema_{user_dim}x{item_dim}.pbtxt"

@@ -1,6 +1,6 @@
 """The Trainer's tf.distribute strategy, data sharding and export folder, from configuration.
 
-`custom_config["distribution"]` (pipeline/configs.py `distribution`):
+`TrainerConfig.distribution` (pipeline/configs.py):
 
 - `one_device` (default): TensorFlow's default strategy, i.e. no distribution at all; run_fn
   behaves exactly as it did before this module existed.
@@ -90,16 +90,21 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type in (None, "worker") and task_id in (None, 0) and not has_chief
 
 
-def per_replica_batch(global_batch: int, strategy: tf.distribute.Strategy) -> int:
-    """Rows each replica takes per step; raises ValueError when the global batch does not
-    divide evenly (the step would no longer be the recipe's update)."""
+def check_global_batch(global_batch: int, strategy: tf.distribute.Strategy) -> None:
+    """Raises ValueError when the global batch does not divide evenly over the replicas in
+    sync (the step would no longer be the recipe's update)."""
     replicas = strategy.num_replicas_in_sync
     if global_batch % replicas:
         raise ValueError(
             f"batch_size {global_batch} (the global batch) does not divide by the "
             f"{replicas} replicas in sync; choose a multiple of {replicas}"
         )
-    return global_batch // replicas
+
+
+def per_replica_batch(global_batch: int, strategy: tf.distribute.Strategy) -> int:
+    """Rows each replica takes per step (after `check_global_batch`)."""
+    check_global_batch(global_batch, strategy)
+    return global_batch // strategy.num_replicas_in_sync
 
 
 def shard_policy(num_files: int, workers: int) -> tf.data.experimental.AutoShardPolicy:

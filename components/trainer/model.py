@@ -9,21 +9,18 @@
 
 from __future__ import annotations
 
-import os
+import numpy as np
+import tf_keras as keras
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import numpy as np  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from components.example_gen.recipe_csv import ITEM_VECTOR, USER_VECTOR  # noqa: E402
+from components.example_gen.recipe_csv import ITEM_VECTOR, USER_VECTOR
+from pipeline.configs import VECTOR_DIM
 
 TOWER_UNITS = 64
 USER_TOWER, ITEM_TOWER, OUTPUT = "user_tower", "item_tower", "output"
 LAYER_NAMES = (USER_TOWER, ITEM_TOWER, OUTPUT)
 
 
-def build_dssm(user_dim: int = 128, item_dim: int = 128, learning_rate: float = 1e-3):
+def build_dssm(user_dim: int = VECTOR_DIM, item_dim: int = VECTOR_DIM, learning_rate: float = 1e-3):
     """The recipe's model, compiled: Adam, binary cross-entropy, accuracy and AUC."""
     user_vector = keras.Input((user_dim,), name=USER_VECTOR)
     item_vector = keras.Input((item_dim,), name=ITEM_VECTOR)

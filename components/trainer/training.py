@@ -1,35 +1,38 @@
 """Trainer's `run_fn`: the recipe's training, then the three exports.
 
-`custom_config` (from pipeline/configs.py): epochs, batch_size, learning_rate, patience,
-seed, user_dim, item_dim. Reads the raw Examples and applies the transform graph in the
-input pipeline (Transform does not materialize its output); shuffles with the seed.
+Configuration is a `TrainerConfig` (pipeline/configs.py), passed as the Trainer's
+custom_config. Reads the raw Examples and applies the transform graph in the input pipeline
+(Transform does not materialize its output); shuffles with the seed. The steps, in order:
+`training_inputs` (arrays in memory, or batches streamed from ExampleGen's files),
+`build_model`, `fit`, `export.export_all`, `write_model_info`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx_bsl.public import tfxio  # noqa: E402
-
-from components.example_gen.recipe_csv import ITEM_VECTOR, LABEL, USER_VECTOR  # noqa: E402
-from components.trainer import distribute, export  # noqa: E402
-from components.trainer.model import build_dssm, copy_weights_by_name  # noqa: E402
+from components.example_gen.recipe_csv import ITEM_VECTOR, LABEL, USER_VECTOR
+from components.trainer import distribute, export
+from components.trainer.model import build_dssm, copy_weights_by_name
+from pipeline.configs import TrainerConfig
 
 SHUFFLE_BUFFER = 100_000
 PARSE_BATCH = 8192
 MODEL_INFO = "finetower_model.json"
 SUMMARY_FILE = "model_summary.txt"
 PLOT_FILE = "model.png"
+VAL_BATCH = 4096  # validation only predicts: a large batch costs fewer steps
 
 
 def input_dataset(
@@ -144,107 +147,171 @@ def _write_summary_and_plot(model, model_uri: str) -> None:
         logging.warning("model plot skipped (%s); install graphviz for %s", error, PLOT_FILE)
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    config = fn_args.custom_config or {}
-    epochs = int(config.get("epochs", 2))
-    batch_size = int(config.get("batch_size", 128))
-    seed = int(config.get("seed", 0))
-    user_dim, item_dim = int(config.get("user_dim", 128)), int(config.get("item_dim", 128))
-    # first: a multi-worker strategy must exist before other TensorFlow work (distribute.py)
-    strategy = distribute.strategy_for(config.get("distribution"))
-    distribute.per_replica_batch(batch_size, strategy)  # batch_size is the global batch
+@dataclasses.dataclass
+class TrainingInputs:
+    """What `fit` trains on: the train split as arrays (`arrays`, "memory") or as a dataset
+    (`train`, "stream"); validation always streams."""
 
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = input_dataset(
-        fn_args.train_files,
-        fn_args.data_accessor,
-        tf_transform_output,
-        batch_size,
-        shuffle=True,
-        seed=seed,
-    )
+    source: str  # "memory" or "stream", recorded in finetower_model.json
+    val: tf.data.Dataset
+    train: tf.data.Dataset | None = None
+    arrays: tuple[tuple[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+def training_inputs(
+    fn_args: tfx.components.FnArgs,
+    tf_transform_output: tft.TFTransformOutput,
+    config: TrainerConfig,
+    strategy: tf.distribute.Strategy,
+) -> TrainingInputs:
+    """The train split from memory when training on one device and its files fit
+    `config.train_in_memory_mb`; otherwise streamed (sharded across workers by file)."""
     val = input_dataset(
         fn_args.eval_files,
         fn_args.data_accessor,
         tf_transform_output,
-        4096,
+        VAL_BATCH,
         shuffle=False,
-        seed=seed,
+        seed=config.seed,
     )
-    budget = int(float(config.get("train_in_memory_mb", 256)) * 2**20)
-    single = config.get("distribution") in (None, "", "one_device")
-    arrays = None
-    if single:
+    val = distribute.shard_by_files(val, fn_args.eval_files, strategy)
+    if config.single_device:
+        budget = int(config.train_in_memory_mb * 2**20)
         arrays = load_in_memory(
             fn_args.train_files, fn_args.data_accessor, tf_transform_output, budget
         )
-    train_input = "memory" if arrays is not None else "stream"
+        if arrays is not None:
+            return TrainingInputs(source="memory", val=val, arrays=arrays)
+    train = input_dataset(
+        fn_args.train_files,
+        fn_args.data_accessor,
+        tf_transform_output,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+    )
     train = distribute.shard_by_files(train, fn_args.train_files, strategy)
-    val = distribute.shard_by_files(val, fn_args.eval_files, strategy)
-    with strategy.scope():
-        model = build_dssm(user_dim, item_dim, float(config.get("learning_rate", 1e-3)))
-    if fn_args.base_model:
-        base = keras.models.load_model(fn_args.base_model, compile=False)
-        copied = copy_weights_by_name(base, model)
-        logging.info("fine-tuning from %s (layers %s)", fn_args.base_model, copied)
+    return TrainingInputs(source="stream", val=val, train=train)
 
-    # every worker saves (collectives), only the chief's copies are kept
-    log_dir = distribute.worker_dir(fn_args.model_run_dir, strategy)
-    model_uri = distribute.worker_dir(os.path.dirname(fn_args.serving_model_dir), strategy)
-    clock = TrainingClock()
-    callbacks = [
+
+def build_model(
+    config: TrainerConfig, strategy: tf.distribute.Strategy, base_model: str | None
+) -> keras.Model:
+    """The recipe's DSSM under the strategy; fine-tuning copies a base Model's weights."""
+    with strategy.scope():
+        model = build_dssm(config.user_dim, config.item_dim, config.learning_rate)
+    if base_model:
+        base = keras.models.load_model(base_model, compile=False)
+        copied = copy_weights_by_name(base, model)
+        logging.info("fine-tuning from %s (layers %s)", base_model, copied)
+    return model
+
+
+def fit(
+    model: keras.Model,
+    inputs: TrainingInputs,
+    config: TrainerConfig,
+    callbacks: list[keras.callbacks.Callback],
+) -> keras.callbacks.History:
+    """`model.fit` on arrays (Keras shuffles them every epoch, `config.batch_size` a batch)
+    or on the streamed dataset (already batched and shuffled by `input_dataset`)."""
+    common = dict(validation_data=inputs.val, epochs=config.epochs, callbacks=callbacks, verbose=2)
+    if inputs.arrays is not None:
+        (users, items), labels = inputs.arrays
+        return model.fit(
+            [users, items], labels, batch_size=config.batch_size, shuffle=True, **common
+        )
+    return model.fit(inputs.train, **common)
+
+
+def training_callbacks(
+    clock: TrainingClock, config: TrainerConfig, log_dir: str
+) -> list[keras.callbacks.Callback]:
+    return [
         clock,
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=int(config.get("patience", 10)), restore_best_weights=True
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
         ),
         keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"),
     ]
-    if arrays is not None:  # the split fits the budget: Keras shuffles it every epoch
-        (users, items), labels = arrays
-        history = model.fit(
-            [users, items],
-            labels,
-            batch_size=batch_size,
-            shuffle=True,
-            validation_data=val,
-            epochs=epochs,
-            callbacks=callbacks,
-            verbose=2,
-        )
-        del users, items, labels, arrays
-    else:
-        history = model.fit(
-            train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2
-        )
 
-    paths = export.export_all(
-        model, tf_transform_output.transform_features_layer(), model_uri, user_dim, item_dim
-    )
-    _write_summary_and_plot(model, model_uri)
-    info = {
-        "user_dim": user_dim,
-        "item_dim": item_dim,
+
+def model_info(
+    model: keras.Model,
+    config: TrainerConfig,
+    base_model: str | None,
+    train_input: str,
+    clock: TrainingClock,
+    history: keras.callbacks.History,
+    exports: dict[str, str],
+) -> dict:
+    """What finetower_model.json records: sizes, seed, input path, timing, history, exports."""
+    return {
+        "user_dim": config.user_dim,
+        "item_dim": config.item_dim,
         "parameters": int(model.count_params()),
-        "normalize": config.get("normalize"),
-        "seed": seed,
-        "base_model": fn_args.base_model,
+        "normalize": config.normalize,
+        "seed": config.seed,
+        "base_model": base_model,
         "training_epoch_seconds": clock.epoch_seconds,
         "training_epoch_steps": clock.epoch_steps,
         "train_input": train_input,
         # the fastest epoch (the first also fills the shuffle buffer and traces the graph)
         "training_samples_per_second": max(
             (
-                steps * batch_size / seconds
+                steps * config.batch_size / seconds
                 for steps, seconds in zip(clock.epoch_steps, clock.epoch_seconds, strict=False)
             ),
             default=0.0,
         ),
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-        "exports": {k: os.path.relpath(p, model_uri) for k, p in paths.items()},
+        "exports": exports,
     }
+
+
+def write_model_info(model_uri: str, info: dict) -> None:
     with tf.io.gfile.GFile(os.path.join(model_uri, MODEL_INFO), "w") as f:
         json.dump(info, f, indent=2)
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """Train the recipe's DSSM on the transformed Examples and export it.
+
+    Which input path runs: on one device (`distribution` one_device, the default) a train
+    split whose files fit `train_in_memory_mb` is read once, transformed, into arrays, and
+    `fit` shuffles them every epoch ("memory": a bare fit's speed); a larger split, or any
+    tf.distribute strategy, streams shuffled batches from ExampleGen's files through the
+    transform graph ("stream": memory flat as data grows). Validation always streams. The
+    path taken is `train_input` in finetower_model.json.
+    """
+    config = TrainerConfig.from_custom_config(fn_args.custom_config)
+    # first: a multi-worker strategy must exist before other TensorFlow work (distribute.py)
+    strategy = distribute.strategy_for(config.distribution)
+    distribute.check_global_batch(config.batch_size, strategy)
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    inputs = training_inputs(fn_args, tf_transform_output, config, strategy)
+    model = build_model(config, strategy, fn_args.base_model)
+
+    # every worker saves (collectives), only the chief's copies are kept
+    log_dir = distribute.worker_dir(fn_args.model_run_dir, strategy)
+    model_uri = distribute.worker_dir(os.path.dirname(fn_args.serving_model_dir), strategy)
+    clock = TrainingClock()
+    history = fit(model, inputs, config, training_callbacks(clock, config, log_dir))
+    train_input = inputs.source
+    del inputs  # the in-memory split is not needed for exporting
+
+    paths = export.export_all(
+        model,
+        tf_transform_output.transform_features_layer(),
+        model_uri,
+        config.user_dim,
+        config.item_dim,
+    )
+    _write_summary_and_plot(model, model_uri)
+    exports = {k: os.path.relpath(p, model_uri) for k, p in paths.items()}
+    info = model_info(model, config, fn_args.base_model, train_input, clock, history, exports)
+    write_model_info(model_uri, info)
     distribute.discard_worker_dir(model_uri, strategy)
     distribute.discard_worker_dir(log_dir, strategy)

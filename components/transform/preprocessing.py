@@ -1,6 +1,6 @@
 """`preprocessing_fn` for TFX Transform: normalize the pretrained vectors.
 
-Modes (`custom_config["normalize"]`):
+Modes (`TransformConfig.normalize` in pipeline/configs.py, passed as Transform's custom_config):
 - `zscore` (default): per-dimension z-score, `(x - mean_d) / std_d`, with elementwise
   statistics over the training split (not one mean over the whole [batch, dim] tensor);
 - `l2`: each vector divided by its L2 norm (no statistics);
@@ -17,9 +17,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components.example_gen.recipe_csv import ITEM_VECTOR, LABEL, USER_VECTOR
+from pipeline.configs import TransformConfig
 
 NORMALIZE_MODES = ("zscore", "l2", "none")
-DEFAULT_NORMALIZE = "zscore"
 
 
 def normalize(x: tf.Tensor, mode: str) -> tf.Tensor:
@@ -34,7 +34,7 @@ def normalize(x: tf.Tensor, mode: str) -> tf.Tensor:
 
 
 def preprocessing_fn(inputs: dict[str, tf.Tensor], custom_config: dict[str, Any]) -> dict:
-    mode = (custom_config or {}).get("normalize", DEFAULT_NORMALIZE)
+    mode = TransformConfig.from_custom_config(custom_config).normalize
     outputs = {
         USER_VECTOR: normalize(inputs[USER_VECTOR], mode),
         ITEM_VECTOR: normalize(inputs[ITEM_VECTOR], mode),

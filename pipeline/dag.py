@@ -144,7 +144,7 @@ def create_pipeline(
         examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"normalize": config.normalize},
+        custom_config=config.transform_config().to_custom_config(),
         materialize=False,
         disable_statistics=True,
     )
@@ -157,7 +157,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config=config.trainer_config(),
+        custom_config=config.trainer_config().to_custom_config(),
     )
     components = [
         *source.components,

@@ -4,16 +4,12 @@ Transform, the same recipe trained by a plain run_fn."""
 
 from __future__ import annotations
 
-import os
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx_bsl.public import tfxio
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from tfx_bsl.public import tfxio  # noqa: E402
-
-from components.trainer.model import build_dssm  # noqa: E402
+from components.trainer.model import build_dssm
 
 DIM = 128
 

@@ -12,8 +12,6 @@ import os
 
 from pipeline.run_summary import artifact_property, eval_metrics, open_store
 
-MODEL_INFO = "finetower_model.json"  # components/trainer/training.py writes it
-
 
 def latest_execution(metadata_path: str, pipeline_name: str, node_id: str):
     """(execution, {artifact type name: [output artifacts]}) of the node's newest execution;
@@ -55,33 +53,39 @@ def state_name(execution) -> str:
     return metadata_store_pb2.Execution.State.Name(state).lower()
 
 
-def split_rows(statistics_uri: str) -> dict[str, int]:
-    """Split name -> number of examples, from StatisticsGen's FeatureStats.pb files."""
+def split_rows(statistics_uri: str, splits: list[str]) -> dict[str, int]:
+    """Split name -> number of examples, from StatisticsGen's `Split-<name>/FeatureStats.pb`."""
     import tensorflow as tf
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     rows = {}
-    for folder in sorted(tf.io.gfile.listdir(statistics_uri)):
-        path = os.path.join(statistics_uri, folder.rstrip("/"), "FeatureStats.pb")
-        if not folder.startswith("Split-") or not tf.io.gfile.exists(path):
+    for name in splits:
+        path = os.path.join(statistics_uri, f"Split-{name}", "FeatureStats.pb")
+        if not tf.io.gfile.exists(path):
             continue
         stats = statistics_pb2.DatasetFeatureStatisticsList()
         stats.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
-        rows[folder.rstrip("/")[len("Split-") :]] = sum(d.num_examples for d in stats.datasets)
+        rows[name] = sum(d.num_examples for d in stats.datasets)
     return rows
 
 
+def _split_names(artifact) -> list[str]:
+    return json.loads(artifact.properties["split_names"].string_value or "[]")
+
+
 def _splits(artifact) -> str:
-    names = json.loads(artifact.properties["split_names"].string_value or "[]")
-    return "splits " + ", ".join(names)
+    return "splits " + ", ".join(_split_names(artifact))
 
 
 def _rows(artifact) -> str:
-    return ", ".join(f"{name} {count:,} rows" for name, count in split_rows(artifact.uri).items())
+    rows = split_rows(artifact.uri, _split_names(artifact))
+    return ", ".join(f"{name} {count:,} rows" for name, count in rows.items())
 
 
 def _trainer(artifact) -> str:
     import tensorflow as tf
+
+    from components.trainer.training import MODEL_INFO
 
     path = os.path.join(artifact.uri, MODEL_INFO)
     if not tf.io.gfile.exists(path):  # an imported base model, or a model of another trainer

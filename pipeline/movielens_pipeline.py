@@ -49,6 +49,7 @@ from components.retrieval_eval.component import METRICS_FILE, REPORT_FILE, Retri
 from components.sample_gen.component import SampleGen
 from components.sample_gen.movielens import load_movielens
 from components.sample_gen.split import transfer_split
+from components.trainer.training import MODEL_INFO
 from pipeline.configs import PipelineConfig
 from pipeline.dag import ExamplesSource, create_pipeline
 
@@ -242,7 +243,7 @@ def latest_artifact_uri(output_dir: str, type_name: str, producer: str | None = 
 
 
 def _training_info(model_uri: str) -> dict[str, Any]:
-    path = Path(model_uri) / "finetower_model.json"
+    path = Path(model_uri) / MODEL_INFO
     return json.loads(path.read_text()) if path.exists() else {}
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# the test process's start: TFMA recognises Keras 2 models only when tf.keras is tf_keras, and
+# the flag is read when TensorFlow loads (the runners set it the same way)
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -103,6 +104,42 @@ def test_every_component_completes_and_summary_names_the_push(pipeline_runs):
     ann = json.loads((out / "ann_index" / "1" / "manifest.json").read_text())
     embedded = json.loads((out / "item_embeddings" / "1" / "manifest.json").read_text())
     assert ann["version"] == 1 and ann["count"] == embedded["count"] > 0
+
+
+# what looks like an error or a log line, e.g. `E0000 00:00:17.. cuda_platform.cc:52] failed
+# call to cuInit`, `WARNING:absl:...`, `W0000 ...`, a traceback
+LOG_OR_ERROR_LINE = re.compile(r"^[EWIF]\d{4} |ERROR|WARNING|Traceback|CUDA|NodeDef", re.M)
+
+
+def progress_lines(stdout: str) -> dict[str, str]:
+    """Component id -> its progress line (`  Trainer   ran   12.3 s  val AUC ...`)."""
+    found = {}
+    for line in stdout.splitlines():
+        words = line.split()
+        if line.startswith("  ") and len(words) >= 4 and words[3] == "s":
+            found[words[0]] = line
+    return found
+
+
+def test_console_is_a_line_per_component_and_the_summary_logs_go_to_the_file(pipeline_runs):
+    first, out = pipeline_runs["first"], pipeline_runs["out"]
+    console = first.stdout + first.stderr
+    assert not LOG_OR_ERROR_LINE.search(console), console
+    assert len(console.splitlines()) <= 30, console
+    lines = progress_lines(first.stdout)
+    assert set(lines) == COMPONENTS, first.stdout
+    assert all(line.split()[1] == "ran" for line in lines.values()), first.stdout
+    assert "val AUC 0." in lines["Trainer"] and "blessed" in lines["Evaluator"]
+    assert "version 1" in lines["TwoTowerPusher"]
+    assert "train 2,400 rows, eval 600 rows" in lines["StatisticsGen"]
+    # the first line names the log file, which holds what TensorFlow, absl and Keras wrote
+    logs = sorted((out / "logs").glob("run-*.log"))
+    assert first.stdout.splitlines()[0] == f"finetower: logs in {logs[0]}"
+    text = logs[0].read_text()
+    assert "Component Trainer is finished." in text and "Epoch 1/2" in text
+    assert "tensorflow" in text
+    cached = progress_lines(pipeline_runs["second"].stdout)
+    assert cached["Trainer"].split()[1] == "cached" and len(logs) == 2
 
 
 def test_both_towers_pushed_under_one_version_and_models_config_names_them(pipeline_runs):

@@ -105,33 +105,22 @@ class ExamplesSource:
     catalogue: object | None = None
 
 
-def create_pipeline(
-    config: PipelineConfig,
-    train_data: str | None,
-    val_data: str | None,
-    items: str | None,
-    local_metadata: bool = True,
-    *,
-    source: ExamplesSource | None = None,
-    extend: Callable[[dict], list] | None = None,
-):
-    """The DAG. `local_metadata=False` leaves ML Metadata to the orchestrator (Kubeflow/Vertex),
-    so that compiling touches no file of the pipeline root.
+def csv_source(config: PipelineConfig, train_data: str, val_data: str | None) -> ExamplesSource:
+    """The recipe's CSV lines through RecipeCsvExampleGen."""
+    input_base, input_config, output_config = example_gen_inputs(train_data, val_data)
+    example_gen = RecipeCsvExampleGen(
+        input_base=input_base,
+        input_config=input_config,
+        output_config=output_config,
+        user_dim=config.user_dim,
+        item_dim=config.item_dim,
+    )
+    return ExamplesSource(components=[example_gen], examples=example_gen.outputs["examples"])
 
-    `source` replaces the CSV ExampleGen; `extend(nodes)` receives the built components by
-    name (example_gen, transform, trainer, evaluator, pusher, item_embeddings) and returns
-    more components to add after them."""
-    if source is None:
-        input_base, input_config, output_config = example_gen_inputs(train_data, val_data)
-        example_gen = RecipeCsvExampleGen(
-            input_base=input_base,
-            input_config=input_config,
-            output_config=output_config,
-            user_dim=config.user_dim,
-            item_dim=config.item_dim,
-        )
-        source = ExamplesSource(components=[example_gen], examples=example_gen.outputs["examples"])
-    examples = source.examples
+
+def checked_and_transformed(config: PipelineConfig, examples) -> dict:
+    """StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate, then Transform
+    (after the gate: anomalies stop the run before it)."""
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=str(schema_file_for(config.user_dim, config.item_dim, config.output_dir))
@@ -149,62 +138,72 @@ def create_pipeline(
         disable_statistics=True,
     )
     transform.add_upstream_node(anomalies_gate)
+    return dict(
+        statistics_gen=statistics_gen,
+        schema_gen=schema_gen,
+        example_validator=example_validator,
+        anomalies_gate=anomalies_gate,
+        transform=transform,
+    )
 
+
+def trained_and_evaluated(config: PipelineConfig, examples, checked: dict) -> dict:
+    """Trainer (fine-tuning an imported base Model when configured), the latest blessed model
+    as baseline, Evaluator."""
+    nodes = {}
     trainer_args = dict(
         run_fn=RUN_FN,
         examples=examples,
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
+        transform_graph=checked["transform"].outputs["transform_graph"],
+        schema=checked["schema_gen"].outputs["schema"],
         train_args=tfx.proto.TrainArgs(),
         eval_args=tfx.proto.EvalArgs(),
         custom_config=config.trainer_config().to_custom_config(),
     )
-    components = [
-        *source.components,
-        statistics_gen,
-        schema_gen,
-        example_validator,
-        anomalies_gate,
-        transform,
-    ]
     if config.base_model:
-        base_model = tfx.dsl.Importer(
+        nodes["base_model"] = tfx.dsl.Importer(
             source_uri=config.base_model,
             artifact_type=tfx.types.standard_artifacts.Model,
             # without it an imported Model counts as old-style and the path is not its
             # Format-Serving folder (tfx#4151)
             custom_properties={"tfx_version": tfx.__version__},
         ).with_id("base_model_importer")
-        trainer_args["base_model"] = base_model.outputs["result"]
-        components.append(base_model)
-    trainer = tfx.components.Trainer(**trainer_args)
-
-    model_resolver = tfx.dsl.Resolver(
+        trainer_args["base_model"] = nodes["base_model"].outputs["result"]
+    nodes["trainer"] = trainer = tfx.components.Trainer(**trainer_args)
+    nodes["model_resolver"] = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    evaluator = tfx.components.Evaluator(
+    nodes["evaluator"] = tfx.components.Evaluator(
         examples=examples,
         model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
+        baseline_model=nodes["model_resolver"].outputs["model"],
         eval_config=eval_config(config),
     )
+    return nodes
+
+
+def _local_or_remote(path: str) -> str:
+    return os.path.abspath(path) if "://" not in path else path
+
+
+def pushed_and_published(
+    config: PipelineConfig, source: ExamplesSource, items: str | None, trained: dict
+) -> dict:
+    """TwoTowerPusher (blessed models only), ItemEmbeddings of the pushed item tower, and the
+    EmbeddingsPublisher (ANN index; Redis when configured)."""
     pusher = TwoTowerPusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        serving_dir=os.path.abspath(config.serving_dir)
-        if "://" not in config.serving_dir
-        else config.serving_dir,
+        model=trained["trainer"].outputs["model"],
+        model_blessing=trained["evaluator"].outputs["blessing"],
+        serving_dir=_local_or_remote(config.serving_dir),
         base_path_prefix=config.base_path_prefix,
         keep_versions=config.keep_versions,
     )
     item_embeddings = ItemEmbeddings(
         pushed_model=pusher.outputs["pushed_model"],
-        examples=examples,
-        output_dir=os.path.abspath(config.output_dir)
-        if "://" not in config.output_dir
-        else config.output_dir,
+        examples=source.examples,
+        output_dir=_local_or_remote(config.output_dir),
         item_dim=config.item_dim,
         items=items,
         **({"catalogue": source.catalogue} if source.catalogue is not None else {}),
@@ -212,28 +211,39 @@ def create_pipeline(
     embeddings_publisher = publisher_for(
         config,
         item_embeddings.outputs["item_embeddings"],
-        examples=examples,
+        examples=source.examples,
         items=items,
         ann_params=json.loads(config.ann_params) if config.ann_params else None,
     )
-    components += [
-        trainer,
-        model_resolver,
-        evaluator,
-        pusher,
-        item_embeddings,
-        embeddings_publisher,
-    ]
+    return dict(
+        pusher=pusher, item_embeddings=item_embeddings, embeddings_publisher=embeddings_publisher
+    )
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    train_data: str | None,
+    val_data: str | None,
+    items: str | None,
+    local_metadata: bool = True,
+    *,
+    source: ExamplesSource | None = None,
+    extend: Callable[[dict], list] | None = None,
+):
+    """The DAG. `local_metadata=False` leaves ML Metadata to the orchestrator (Kubeflow/Vertex),
+    so that compiling touches no file of the pipeline root.
+
+    `source` replaces the CSV ExampleGen; `extend(nodes)` receives the built components by
+    name (example_gen, transform, trainer, evaluator, pusher, item_embeddings,
+    embeddings_publisher) and returns more components to add after them."""
+    if source is None:
+        source = csv_source(config, train_data, val_data)
+    checked = checked_and_transformed(config, source.examples)
+    trained = trained_and_evaluated(config, source.examples, checked)
+    served = pushed_and_published(config, source, items, trained)
+    components = [*source.components, *checked.values(), *trained.values(), *served.values()]
     if extend is not None:
-        nodes = dict(
-            example_gen=source.components[-1],
-            transform=transform,
-            trainer=trainer,
-            evaluator=evaluator,
-            pusher=pusher,
-            item_embeddings=item_embeddings,
-            embeddings_publisher=embeddings_publisher,
-        )
+        nodes = dict(example_gen=source.components[-1], **checked, **trained, **served)
         components += extend(nodes)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

@@ -39,7 +39,9 @@ def small_recipe_files(folder: Path, rows: int = 3000, items: int = 300, seed: i
 def run_local_runner(*args: str, env: dict | None = None, timeout: int = 600):
     """`python -m pipeline.local_runner ARGS` in a subprocess, as a user runs it (TensorFlow's
     logs not silenced: the runner sends them to its log file); returns CompletedProcess."""
-    full_env = {**os.environ, **(env or {})}
+    # without the legacy-Keras switch conftest sets for this process: the runner sets it itself
+    inherited = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    full_env = {**inherited, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.local_runner", *args],
         cwd=REPO,

@@ -29,6 +29,24 @@ def test_defaults_are_the_recipe():
     }
 
 
+def test_trainer_config_goes_into_custom_config_and_comes_back_typed():
+    config = configs.PipelineConfig(epochs=5, batch_size=64, distribution="mirrored")
+    trainer = config.trainer_config()
+    assert configs.TrainerConfig.from_custom_config(trainer.to_custom_config()) == trainer
+    # ML Metadata's JSON may hand numbers back as floats; fields left out keep the defaults
+    back = configs.TrainerConfig.from_custom_config({"epochs": 3.0, "batch_size": 32.0})
+    assert (back.epochs, back.batch_size, back.patience) == (3, 32, 10)
+    assert isinstance(back.epochs, int) and isinstance(back.batch_size, int)
+    assert not back.distribution or back.single_device
+    assert not configs.TrainerConfig.from_custom_config(trainer.to_custom_config()).single_device
+    with pytest.raises(configs.ConfigError, match="unknown custom_config field.* batchsize"):
+        configs.TrainerConfig.from_custom_config({"batchsize": 64})
+    assert configs.TransformConfig.from_custom_config(None).normalize == "zscore"
+    assert config.transform_config().to_custom_config() == {"normalize": "zscore"}
+    # one default, in one place: the pipeline's knobs start from the Trainer's
+    assert configs.PipelineConfig().trainer_config() == configs.TrainerConfig()
+
+
 def test_environment_then_flags():
     env = {
         "FINETOWER_EPOCHS": "5",

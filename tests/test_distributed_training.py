@@ -182,6 +182,10 @@ def test_strategy_and_sharding_rules(monkeypatch):
 
     with pytest.raises(ValueError, match="does not divide by the 3 replicas"):
         distribute.per_replica_batch(128, ThreeReplicas())
+    # run_fn's explicit check, before any training work
+    with pytest.raises(ValueError, match="batch_size 128 .* choose a multiple of 3"):
+        distribute.check_global_batch(128, ThreeReplicas())
+    distribute.check_global_batch(129, ThreeReplicas())
 
 
 def _worker_main(spec_path: str) -> None:

@@ -139,7 +139,7 @@ def test_console_is_a_line_per_component_and_the_summary_logs_go_to_the_file(pip
     assert "Component Trainer is finished." in text and "Epoch 1/2" in text
     assert "tensorflow" in text
     cached = progress_lines(pipeline_runs["second"].stdout)
-    assert cached["Trainer"].split()[1] == "cached" and len(logs) == 2
+    assert cached["Trainer"].split()[1] == "cached" and len(logs) >= 2
 
 
 def test_both_towers_pushed_under_one_version_and_models_config_names_them(pipeline_runs):

@@ -84,8 +84,13 @@ class RunConsole:
         os.dup2(self._saved[1], 2)
         if self._copier is not None:
             os.close(self._pipe_write)
-            # Beam workers may still hold the pipe; their last lines are in the file or lost
             self._copier.join(timeout=5)
+            if self._copier.is_alive():
+                # a Beam worker still holds the pipe: the copier keeps the descriptors it
+                # writes to until the worker exits (the process is about to end)
+                self.out.close()
+                self.err.close()
+                return
         for fd in (*self._saved, self._log_fd):
             os.close(fd)
         self.out.close()

@@ -17,6 +17,7 @@ from tfx import v1 as tfx
 
 from components.embeddings_publisher.component import publisher_for
 from components.example_gen.component import RecipeCsvExampleGen
+from components.example_gen.inputs import example_gen_inputs
 from components.example_gen.recipe_csv import LABEL
 from components.example_gen.schema import schema_file_for
 from components.item_embeddings.component import ItemEmbeddings
@@ -26,39 +27,6 @@ from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.training.run_fn"
-
-
-def example_gen_inputs(train_data: str, val_data: str | None):
-    """(input_base, Input, Output): named train/eval splits, or one input hash-split 80/20."""
-    from tfx.proto import example_gen_pb2
-
-    paths = [os.path.abspath(p) if "://" not in p else p for p in (train_data, val_data) if p]
-    base = (
-        os.path.commonpath([os.path.dirname(p) for p in paths])
-        if "://" not in paths[0]
-        else os.path.dirname(paths[0])
-    )
-    rel = [os.path.relpath(p, base) if "://" not in p else p[len(base) + 1 :] for p in paths]
-    if val_data:
-        inputs = example_gen_pb2.Input(
-            splits=[
-                example_gen_pb2.Input.Split(name="train", pattern=rel[0]),
-                example_gen_pb2.Input.Split(name="eval", pattern=rel[1]),
-            ]
-        )
-        return base, inputs, example_gen_pb2.Output()
-    inputs = example_gen_pb2.Input(
-        splits=[example_gen_pb2.Input.Split(name="single", pattern=rel[0])]
-    )
-    outputs = example_gen_pb2.Output(
-        split_config=example_gen_pb2.SplitConfig(
-            splits=[
-                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
-                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
-            ]
-        )
-    )
-    return base, inputs, outputs
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:

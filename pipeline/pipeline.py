@@ -21,6 +21,7 @@ from components.example_gen.inputs import example_gen_inputs
 from components.example_gen.recipe_csv import LABEL
 from components.example_gen.schema import schema_file_for
 from components.item_embeddings.component import ItemEmbeddings
+from components.latest_blessed.component import LatestBlessedModel
 from components.pusher.component import TwoTowerPusher
 from components.validation.anomalies_gate import AnomaliesGate
 from pipeline.configs import PipelineConfig
@@ -82,9 +83,12 @@ def create_pipeline(
     *,
     source: ExamplesSource | None = None,
     extend: Callable[[dict], list] | None = None,
+    baseline_from: str = "resolver",
 ):
     """The DAG. `local_metadata=False` leaves ML Metadata to the orchestrator (Kubeflow/Vertex),
-    so that compiling touches no file of the pipeline root.
+    so that compiling touches no file of the pipeline root. `baseline_from="push_records"`
+    finds the Evaluator's baseline with components/latest_blessed (open-source KFP) instead of
+    a Resolver.
 
     `source` replaces the CSV ExampleGen; `extend(nodes)` receives the built components by
     name (example_gen, transform, trainer, evaluator, pusher, item_embeddings) and returns
@@ -147,23 +151,31 @@ def create_pipeline(
         components.append(base_model)
     trainer = tfx.components.Trainer(**trainer_args)
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    serving_dir = (
+        os.path.abspath(config.serving_dir)
+        if "://" not in config.serving_dir
+        else config.serving_dir
+    )
+    if baseline_from == "push_records":  # open-source KFP runs no Resolver node
+        model_resolver = LatestBlessedModel(trainer.outputs["model"], serving_dir)
+        model_resolver, baseline = model_resolver.with_id("latest_blessed_model"), "baseline"
+    else:
+        baseline = "model"
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=examples,
         model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
+        baseline_model=model_resolver.outputs[baseline],
         eval_config=eval_config(config),
     )
     pusher = TwoTowerPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        serving_dir=os.path.abspath(config.serving_dir)
-        if "://" not in config.serving_dir
-        else config.serving_dir,
+        serving_dir=serving_dir,
         base_path_prefix=config.base_path_prefix,
         keep_versions=config.keep_versions,
     )

@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
     parser.add_argument("--val_data", help="recipe CSV for the eval split (default: 80/20 hash)")
     parser.add_argument("--items", help="item catalogue: CSV item_id,v.. or word2vec text")
     parser.add_argument("--output_dir")
+    parser.add_argument("--metadata_path", dest="metadata_file", help="ML Metadata SQLite file")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch_size", type=int)
     parser.add_argument("--patience", type=int)
@@ -81,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
     beam = beam_profiles.beam_args_from_environment(profile=profile)
     if beam is not None:
         config.beam_pipeline_args = beam
+    # absolute: artifact URIs in ML Metadata must not depend on the working directory
+    if "://" not in config.output_dir:
+        config.output_dir = os.path.abspath(config.output_dir)
+    elif config.metadata_file is None:
+        parser.error("a remote --output_dir needs --metadata_path (a local SQLite file)")
     return config
 
 

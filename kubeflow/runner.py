@@ -34,7 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
 
-from kubeflow import entrypoint  # noqa: E402
+from kubeflow import entrypoint, resources  # noqa: E402
 from kubeflow import image as image_config  # noqa: E402
 from kubeflow import paths as cluster_paths  # noqa: E402
 from pipeline import beam_profiles, configs  # noqa: E402
@@ -119,7 +119,7 @@ def for_open_source_kfp(spec: dict) -> dict:
     return spec
 
 
-def _pipeline_for(config, baseline_from: str):
+def _pipeline_for(config, baseline_from: str, trainer_factory=None):
     """(the DAG for a cluster, its pipeline parameters' defaults)."""
     pipeline = create_pipeline(
         config,
@@ -128,6 +128,7 @@ def _pipeline_for(config, baseline_from: str):
         config.items,
         local_metadata=False,
         baseline_from=baseline_from,
+        trainer_factory=trainer_factory,
     )
     return pipeline, cluster_paths.use_runtime_dirs(pipeline, config)
 
@@ -174,13 +175,21 @@ def _finish(job: dict, code_dir: str, pipeline_root: str, parameters: dict[str, 
             f"kubeflow.runner: artifact types {missing} cannot be resolved inside the image "
             "(custom types must be named finetower.<Class> in components/*/component.py)"
         )
-    spec = job["pipelineSpec"]
+    spec = resources.apply_resources(job["pipelineSpec"], resources.resources_from_environment())
     spec["defaultPipelineRoot"] = pipeline_root
     declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
     for name, default in parameters.items():
         declared[name].update(defaultValue=default, isOptional=True)
         job.setdefault("runtimeConfig", {}).setdefault("parameterValues", {})[name] = default
     return job
+
+
+MULTI_WORKER_REFUSED = (
+    "kubeflow.runner: --distribution multi_worker needs a Trainer with worker pools and "
+    "TF_CONFIG, which only Vertex provides (TFX's Vertex training extension runs it as a "
+    "CustomJob); open-source KFP runs a Trainer as one pod. Compile with --target vertex, or "
+    "use --distribution mirrored (all cores of one pod)"
+)
 
 
 def no_cache_for_baseline(spec: dict) -> dict:
@@ -198,16 +207,23 @@ def compile_pipeline(
     image: str,
     code_dir: str = image_config.CODE_DIR,
     kfp_entrypoint_fix: bool = True,
+    target: str = "both",
 ) -> dict[str, Path]:
     """Write the PipelineJob JSON (Vertex: TFX's spec as compiled, its Resolver included) and
     the KFP IR YAML (open-source KFP: the baseline from components/latest_blessed instead of a
     Resolver; steps start through kubeflow.entrypoint unless `kfp_entrypoint_fix` is False);
-    return their paths. Refuses local paths (kubeflow/paths.py)."""
+    return their paths. `target` "vertex" writes the JSON only. Refuses local paths
+    (kubeflow/paths.py), and multi-worker training but for Vertex (kubeflow/resources.py)."""
     from tfx import v1 as tfx
 
     cluster_paths.check_cluster_paths(config)
+    trainer_factory = None
+    if config.distribution == "multi_worker":
+        if target != "vertex":
+            raise SystemExit(MULTI_WORKER_REFUSED)
+        trainer_factory = resources.vertex_multi_worker_trainer(image)
     os.makedirs(output_dir, exist_ok=True)
-    pipeline, parameters = _pipeline_for(config, "resolver")
+    pipeline, parameters = _pipeline_for(config, "resolver", trainer_factory)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=image,
@@ -224,6 +240,8 @@ def compile_pipeline(
         return {}
     job = _finish(json.loads(job_path.read_text()), code_dir, config.pipeline_root, parameters)
     job_path.write_text(json.dumps(job, indent=2, sort_keys=True))
+    if target == "vertex":
+        return {"json": job_path}
 
     pipeline, parameters = _pipeline_for(config, "push_records")
     kfp_job = _compile_without_runner(pipeline, image)
@@ -244,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items")
     parser.add_argument("--pipeline_output_dir", dest="output_dir_in_cluster")
     parser.add_argument("--beam_profile", choices=beam_profiles.PROFILES)
+    parser.add_argument("--distribution", choices=["one_device", "mirrored", "multi_worker"])
+    parser.add_argument(
+        "--target",
+        choices=["both", "vertex"],
+        default="both",
+        help="both: Vertex JSON and open-source KFP YAML; vertex: the JSON only",
+    )
     parser.add_argument("--code_dir", default=image_config.CODE_DIR, help="code in the image")
     parser.add_argument(
         "--stock_kfp_entrypoint",
@@ -256,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         val_data=args.val_data,
         items=args.items,
         output_dir=args.output_dir_in_cluster,
+        distribution=args.distribution,
     )
     if args.pipeline_root:
         config.output_dir = args.pipeline_root
@@ -266,7 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     if beam_args is not None:
         config.beam_pipeline_args = beam_args
     paths = compile_pipeline(
-        config, args.output_dir, args.image, args.code_dir, not args.stock_kfp_entrypoint
+        config,
+        args.output_dir,
+        args.image,
+        args.code_dir,
+        not args.stock_kfp_entrypoint,
+        target=args.target,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")

@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
         config.output_dir = os.path.abspath(config.output_dir)
     elif config.metadata_file is None:
         parser.error("a remote --output_dir needs --metadata_path (a local SQLite file)")
+    if config.distribution == "multi_worker":  # one process: no workers, no TF_CONFIG
+        parser.error("--distribution multi_worker runs on Vertex only (kubeflow.runner)")
     return config
 
 

@@ -84,6 +84,7 @@ def create_pipeline(
     source: ExamplesSource | None = None,
     extend: Callable[[dict], list] | None = None,
     baseline_from: str = "resolver",
+    trainer_factory: Callable[[dict], object] | None = None,
 ):
     """The DAG. `local_metadata=False` leaves ML Metadata to the orchestrator (Kubeflow/Vertex),
     so that compiling touches no file of the pipeline root. `baseline_from="push_records"`
@@ -149,7 +150,8 @@ def create_pipeline(
         ).with_id("base_model_importer")
         trainer_args["base_model"] = base_model.outputs["result"]
         components.append(base_model)
-    trainer = tfx.components.Trainer(**trainer_args)
+    # kubeflow/resources.py: Vertex's multi-worker Trainer
+    trainer = (trainer_factory or (lambda args: tfx.components.Trainer(**args)))(trainer_args)
 
     serving_dir = (
         os.path.abspath(config.serving_dir)

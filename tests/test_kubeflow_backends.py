@@ -128,3 +128,71 @@ def test_runner_refuses_the_default_local_output_dir(tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit) as refused:
         runner_main(argv)
     assert "'finetower-output' is a local path" in str(refused.value)
+
+
+def test_every_step_requests_cpu_and_memory_from_the_configuration(compiled):
+    for spec in (compiled["kfp"], compiled["vertex"]["pipelineSpec"]):
+        executors = spec["deploymentSpec"]["executors"]
+        trainer = executors[spec["components"]["Trainer"]["executorLabel"]]["container"]
+        assert trainer["resources"]["resourceCpuRequest"] == "4"
+        assert trainer["resources"]["resourceMemoryRequest"] == "16G"
+        assert trainer["resources"]["memoryLimit"] == 16.0
+        containers = [e["container"] for e in executors.values() if "container" in e]
+        assert all("resourceMemoryRequest" in c["resources"] for c in containers)
+
+
+def test_resources_from_the_environment(monkeypatch, tmp_path):
+    from kubeflow.resources import memory_gb, resources_from_environment
+
+    monkeypatch.setenv("FINETOWER_RESOURCES", '{"Trainer": {"memory": "512Mi"}, "X": {"cpu": "3"}}')
+    found = resources_from_environment()
+    assert found["Trainer"] == {"cpu": "4", "memory": "512Mi"}
+    assert found["X"] == {"cpu": "3", "memory": "2G"}
+    assert memory_gb("512Mi") == pytest.approx(0.536870912)
+    monkeypatch.setenv("FINETOWER_RESOURCES", '{"Trainer": {"gpu": "1"}}')
+    with pytest.raises(SystemExit, match="unknown keys"):
+        resources_from_environment()
+
+
+def test_example_gen_declares_no_gzip_for_its_uncompressed_files(compiled):
+    from tfx.proto import example_gen_pb2
+
+    tasks = compiled["kfp"]["root"]["dag"]["tasks"]
+    declared = tasks["RecipeCsvExampleGen"]["inputs"]["parameters"]["output_file_format"]
+    assert declared["runtimeValue"]["constant"] == example_gen_pb2.FILE_FORMAT_UNSPECIFIED
+
+
+def test_multi_worker_is_refused_where_a_trainer_is_one_pod(tmp_path):
+    config = remote_config(distribution="multi_worker")
+    with pytest.raises(SystemExit, match="only Vertex provides") as refused:
+        compile_pipeline(config, str(tmp_path), image=IMAGE)
+    assert "--target vertex" in str(refused.value)
+    assert not list(tmp_path.iterdir())
+
+    from pipeline.local_runner import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--distribution", "multi_worker", "--output_dir", str(tmp_path)])
+
+
+def test_multi_worker_compiles_vertex_worker_pools(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETOWER_VERTEX_PROJECT", "p")
+    monkeypatch.setenv("FINETOWER_VERTEX_REGION", "europe-west4")
+    monkeypatch.setenv("FINETOWER_TRAINER_WORKERS", "3")
+    paths = compile_pipeline(
+        remote_config(distribution="multi_worker"), str(tmp_path), image=IMAGE, target="vertex"
+    )
+    assert set(paths) == {"json"}  # no open-source KFP YAML
+    spec = json.loads(paths["json"].read_text())["pipelineSpec"]
+    label = spec["components"]["Trainer"]["executorLabel"]
+    args = spec["deploymentSpec"]["executors"][label]["container"]["args"]
+    assert "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor" in args
+    parameters = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]
+    custom = json.loads(parameters["custom_config"]["runtimeValue"]["constant"])
+    assert custom["distribution"] == "multi_worker"
+    assert custom["ai_platform_enable_vertex"] is True
+    assert custom["ai_platform_vertex_region"] == "europe-west4"
+    pools = custom["ai_platform_training_args"]["job_spec"]["worker_pool_specs"]
+    assert [p["replica_count"] for p in pools] == [1, 2]
+    assert {p["container_spec"]["image_uri"] for p in pools} == {IMAGE}
+    assert set(executor_kinds(spec)) == {"container", "resolver"}

@@ -91,7 +91,8 @@ def run_in_gcs(
 def run_pytest_in_gcs(*node_ids: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """pytest on `node_ids` (files under tests/gcs_inside/, which pytest never collects on its
     own) inside the namespace."""
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *node_ids]
+    argv = [sys.executable, "-m", "pytest", "-q", "-ra", "--tb=short", "-p", "no:cacheprovider"]
+    argv += list(node_ids)
     return run_in_gcs(argv, timeout=timeout)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -110,6 +111,21 @@ def _merge_reported(given: dict[str, list], output_file: Path) -> dict[str, list
     return merged
 
 
+def image_only_files(workdir: Path, code_dir: str = "/pipeline") -> Path:
+    """A folder holding the files the Dockerfile copies into the code dir under another name
+    (kubeflow/artifact_types.py as finetower.py): with the checkout, the image's code dir."""
+    folder = workdir / "image_code_dir"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (REPO / "kubeflow" / "Dockerfile").read_text()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "COPY" and parts[1].endswith(".py"):
+            target = parts[2]
+            if target.startswith(code_dir + "/") and target[len(code_dir) + 1 :] != parts[1]:
+                shutil.copy(REPO / parts[1], folder / target[len(code_dir) + 1 :])
+    return folder
+
+
 def run_compiled(
     spec: dict,
     pipeline_root: str,
@@ -127,6 +143,9 @@ def run_compiled(
     executors = spec["deploymentSpec"]["executors"]
     produced: dict[str, dict[str, list]] = {}
     results = []
+    python_path = [str(image_only_files(workdir, code_dir)), str(REPO)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["PYTHONPATH"] = os.pathsep.join([*python_path, env.get("PYTHONPATH", "")])
     for task_name in dag_order(spec):
         task = spec["root"]["dag"]["tasks"][task_name]
         label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
@@ -148,7 +167,7 @@ def run_compiled(
         done = subprocess.run(
             [*command, *args],
             cwd=REPO,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,

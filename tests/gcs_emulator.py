@@ -115,7 +115,7 @@ def patch_emulator() -> None:
         if (handler.headers.get("Transfer-Encoding") or "").lower() == "chunked":
             data = b""
             while True:
-                size = int(handler.rfile.readline().strip() or b"0", 16)
+                size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     handler.rfile.readline()  # the blank line after the last chunk
                     return data

@@ -30,8 +30,9 @@ from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
 
-from kubeflow import entrypoint  # noqa: E402
+from kubeflow import entrypoint, resources  # noqa: E402
 from kubeflow import image as image_config  # noqa: E402
+from kubeflow import paths as cluster_paths  # noqa: E402
 from pipeline import beam_profiles, configs  # noqa: E402
 from pipeline.dag import create_pipeline  # noqa: E402
 
@@ -114,28 +115,111 @@ def for_open_source_kfp(spec: dict) -> dict:
     return spec
 
 
+def _pipeline_for(config, baseline_from: str, trainer_factory=None):
+    """(the DAG for a cluster, its pipeline parameters' defaults)."""
+    pipeline = create_pipeline(
+        config,
+        config.train_data,
+        config.val_data,
+        config.items,
+        local_metadata=False,
+        baseline_from=baseline_from,
+        trainer_factory=trainer_factory,
+    )
+    return pipeline, cluster_paths.use_runtime_dirs(pipeline, config)
+
+
+def _compile_without_runner(pipeline, image: str) -> dict:
+    """The PipelineJob dict KubeflowV2DagRunner.run(write_out=False) returns, built with its
+    own PipelineBuilder: the tfx CLI allows one run() per pipeline file, and the KFP build is
+    the second compile."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    from tfx import version
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner, pipeline_builder
+
+    runner_config = kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
+        default_image=image, use_pipeline_spec_2_1=True
+    )
+    spec = pipeline_builder.PipelineBuilder(
+        tfx_pipeline=pipeline,
+        default_image=image,
+        default_commands=runner_config.default_commands,
+        use_pipeline_spec_2_1=True,
+    ).build()
+    spec.sdk_version = f"tfx-{version.__version__}"
+    spec.schema_version = "2.1.0"
+    runtime_config = pipeline_builder.RuntimeConfigBuilder(
+        pipeline_info=pipeline.pipeline_info, parameter_values=None, use_pipeline_spec_2_1=True
+    ).build()
+    job = pipeline_spec_pb2.PipelineJob(
+        display_name=pipeline.pipeline_info.pipeline_name, runtime_config=runtime_config
+    )
+    job.pipeline_spec.update(json_format.MessageToDict(spec))
+    return json_format.MessageToDict(job)
+
+
+def _finish(job: dict, code_dir: str, pipeline_root: str, parameters: dict[str, str]) -> dict:
+    """The job with code paths inside the image, the pipeline root as the spec's default
+    (without it a UI upload falls back to the cluster's, often minio://, which tf.io.gfile
+    cannot write) and the serving/output dir parameters' defaults (in the spec for a UI
+    upload, in the runtime config for Vertex)."""
+    job = relocate_code_paths(job, REPO_ROOT, code_dir)
+    missing = unresolvable_titles(job["pipelineSpec"])
+    if missing:
+        raise SystemExit(
+            f"kubeflow.runner: artifact types {missing} cannot be resolved inside the image "
+            "(custom types must be named finetower.<Class> in components/*/component.py)"
+        )
+    spec = resources.apply_resources(job["pipelineSpec"], resources.resources_from_environment())
+    spec["defaultPipelineRoot"] = pipeline_root
+    declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    for name, default in parameters.items():
+        declared[name].update(defaultValue=default, isOptional=True)
+        job.setdefault("runtimeConfig", {}).setdefault("parameterValues", {})[name] = default
+    return job
+
+
+MULTI_WORKER_REFUSED = (
+    "kubeflow.runner: --distribution multi_worker needs a Trainer with worker pools and "
+    "TF_CONFIG, which only Vertex provides (TFX's Vertex training extension runs it as a "
+    "CustomJob); open-source KFP runs a Trainer as one pod. Compile with --target vertex, or "
+    "use --distribution mirrored (all cores of one pod)"
+)
+
+
+def no_cache_for_baseline(spec: dict) -> dict:
+    """The latest-blessed-model step reads the serving dir, which is not among its inputs:
+    a cached answer would be stale, so KFP must always run it."""
+    task = spec["root"]["dag"]["tasks"].get("latest_blessed_model")
+    if task is not None:
+        task["cachingOptions"] = {"enableCache": False}
+    return spec
+
+
 def compile_pipeline(
     config: configs.PipelineConfig,
     output_dir: str,
     image: str,
     code_dir: str = image_config.CODE_DIR,
     kfp_entrypoint_fix: bool = True,
+    target: str = "both",
 ) -> dict[str, Path]:
-    """Write the PipelineJob JSON (Vertex: TFX's spec as compiled) and the KFP IR YAML (for
-    open-source KFP: steps start through kubeflow.entrypoint unless `kfp_entrypoint_fix` is
-    False); return their paths."""
+    """Write the PipelineJob JSON (Vertex: TFX's spec as compiled, its Resolver included) and
+    the KFP IR YAML (open-source KFP: the baseline from components/latest_blessed instead of a
+    Resolver; steps start through kubeflow.entrypoint unless `kfp_entrypoint_fix` is False);
+    return their paths. `target` "vertex" writes the JSON only. Refuses local paths
+    (kubeflow/paths.py), and multi-worker training but for Vertex (kubeflow/resources.py)."""
     from tfx import v1 as tfx
 
-    if not config.train_data:
-        raise SystemExit(
-            "kubeflow.runner: set --train_data (or FINETOWER_TRAIN_DATA): the "
-            "embedded demo data lives on this machine, not in the cluster"
-        )
-    pipeline = create_pipeline(
-        config, config.train_data, config.val_data, config.items, local_metadata=False
-    )
+    cluster_paths.check_cluster_paths(config)
+    trainer_factory = None
+    if config.distribution == "multi_worker":
+        if target != "vertex":
+            raise SystemExit(MULTI_WORKER_REFUSED)
+        trainer_factory = resources.vertex_multi_worker_trainer(image)
     os.makedirs(output_dir, exist_ok=True)
-    name = config.pipeline_name
+    pipeline, parameters = _pipeline_for(config, "resolver", trainer_factory)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=image,
@@ -143,26 +227,24 @@ def compile_pipeline(
             use_pipeline_spec_2_1=True,
         ),
         output_dir=output_dir,
-        output_filename=f"{name}.json",
+        output_filename=f"{config.pipeline_name}.json",
     )
     runner.run(pipeline)  # may be called once per runner
     # `tfx pipeline create` points the runner at its own folder and `pipeline.json`
     job_path = Path(runner._output_dir) / runner._output_filename  # noqa: SLF001
     if not job_path.exists():
         return {}
-    job = relocate_code_paths(json.loads(job_path.read_text()), REPO_ROOT, code_dir)
-    missing = unresolvable_titles(job["pipelineSpec"])
-    if missing:
-        raise SystemExit(
-            f"kubeflow.runner: artifact types {missing} cannot be resolved inside the image "
-            "(custom types must be named finetower.<Class> in components/*/component.py)"
-        )
+    job = _finish(json.loads(job_path.read_text()), code_dir, config.pipeline_root, parameters)
     job_path.write_text(json.dumps(job, indent=2, sort_keys=True))
+    if target == "vertex":
+        return {"json": job_path}
+
+    pipeline, parameters = _pipeline_for(config, "push_records")
+    kfp_job = _compile_without_runner(pipeline, image)
+    spec = _finish(kfp_job, code_dir, config.pipeline_root, parameters)["pipelineSpec"]
+    spec = no_cache_for_baseline(for_open_source_kfp(spec) if kfp_entrypoint_fix else spec)
     yaml_path = job_path.with_suffix(".yaml")
-    spec = job["pipelineSpec"]
-    yaml_path.write_text(
-        yaml.safe_dump(for_open_source_kfp(spec) if kfp_entrypoint_fix else spec, sort_keys=False)
-    )
+    yaml_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return {"json": job_path, "yaml": yaml_path}
 
 
@@ -176,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items")
     parser.add_argument("--pipeline_output_dir", dest="output_dir_in_cluster")
     parser.add_argument("--beam_profile", choices=beam_profiles.PROFILES)
+    parser.add_argument("--distribution", choices=["one_device", "mirrored", "multi_worker"])
+    parser.add_argument(
+        "--target",
+        choices=["both", "vertex"],
+        default="both",
+        help="both: Vertex JSON and open-source KFP YAML; vertex: the JSON only",
+    )
     parser.add_argument("--code_dir", default=image_config.CODE_DIR, help="code in the image")
     parser.add_argument(
         "--stock_kfp_entrypoint",
@@ -188,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         val_data=args.val_data,
         items=args.items,
         output_dir=args.output_dir_in_cluster,
+        distribution=args.distribution,
     )
     if args.pipeline_root:
         config.output_dir = args.pipeline_root
@@ -198,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     if beam_args is not None:
         config.beam_pipeline_args = beam_args
     paths = compile_pipeline(
-        config, args.output_dir, args.image, args.code_dir, not args.stock_kfp_entrypoint
+        config,
+        args.output_dir,
+        args.image,
+        args.code_dir,
+        not args.stock_kfp_entrypoint,
+        target=args.target,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")

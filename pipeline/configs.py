@@ -138,6 +138,9 @@ class PipelineConfig:
     ann_backend: str = "ivf"  # flat, hnsw, ivf (MIPS-to-L2), annoy
     ann_params: str = ""  # JSON for the backend, e.g. '{"nprobe": 96}' ("": its defaults)
     pipeline_name: str = PIPELINE_NAME
+    # ML Metadata's SQLite file; None: <output_dir>/metadata.sqlite (give a local file when
+    # output_dir is on an object store: SQLite opens local files only)
+    metadata_file: str | None = None
 
     @property
     def pipeline_root(self) -> str:
@@ -145,7 +148,7 @@ class PipelineConfig:
 
     @property
     def metadata_path(self) -> str:
-        return os.path.join(self.output_dir, "metadata.sqlite")
+        return self.metadata_file or os.path.join(self.output_dir, "metadata.sqlite")
 
     @property
     def serving_dir(self) -> str:

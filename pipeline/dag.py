@@ -17,48 +17,17 @@ from tfx import v1 as tfx
 
 from components.embeddings_publisher.component import publisher_for
 from components.example_gen.component import RecipeCsvExampleGen
+from components.example_gen.inputs import example_gen_inputs
 from components.example_gen.recipe_csv import LABEL
 from components.example_gen.schema import schema_file_for
 from components.item_embeddings.component import ItemEmbeddings
+from components.latest_blessed.component import LatestBlessedModel
 from components.pusher.component import TwoTowerPusher
 from components.validation.anomalies_gate import AnomaliesGate
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.training.run_fn"
-
-
-def example_gen_inputs(train_data: str, val_data: str | None):
-    """(input_base, Input, Output): named train/eval splits, or one input hash-split 80/20."""
-    from tfx.proto import example_gen_pb2
-
-    paths = [os.path.abspath(p) if "://" not in p else p for p in (train_data, val_data) if p]
-    base = (
-        os.path.commonpath([os.path.dirname(p) for p in paths])
-        if "://" not in paths[0]
-        else os.path.dirname(paths[0])
-    )
-    rel = [os.path.relpath(p, base) if "://" not in p else p[len(base) + 1 :] for p in paths]
-    if val_data:
-        inputs = example_gen_pb2.Input(
-            splits=[
-                example_gen_pb2.Input.Split(name="train", pattern=rel[0]),
-                example_gen_pb2.Input.Split(name="eval", pattern=rel[1]),
-            ]
-        )
-        return base, inputs, example_gen_pb2.Output()
-    inputs = example_gen_pb2.Input(
-        splits=[example_gen_pb2.Input.Split(name="single", pattern=rel[0])]
-    )
-    outputs = example_gen_pb2.Output(
-        split_config=example_gen_pb2.SplitConfig(
-            splits=[
-                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
-                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
-            ]
-        )
-    )
-    return base, inputs, outputs
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -147,9 +116,17 @@ def checked_and_transformed(config: PipelineConfig, examples) -> dict:
     )
 
 
-def trained_and_evaluated(config: PipelineConfig, examples, checked: dict) -> dict:
+def trained_and_evaluated(
+    config: PipelineConfig,
+    examples,
+    checked: dict,
+    baseline_from: str = "resolver",
+    trainer_factory: Callable[[dict], object] | None = None,
+) -> dict:
     """Trainer (fine-tuning an imported base Model when configured), the latest blessed model
-    as baseline, Evaluator."""
+    as baseline (a Resolver, or components/latest_blessed where the backend runs no Resolver:
+    open-source KFP), Evaluator. `trainer_factory(args)` builds the Trainer (kubeflow/resources.py:
+    Vertex's multi-worker Trainer)."""
     nodes = {}
     trainer_args = dict(
         run_fn=RUN_FN,
@@ -169,16 +146,24 @@ def trained_and_evaluated(config: PipelineConfig, examples, checked: dict) -> di
             custom_properties={"tfx_version": tfx.__version__},
         ).with_id("base_model_importer")
         trainer_args["base_model"] = nodes["base_model"].outputs["result"]
-    nodes["trainer"] = trainer = tfx.components.Trainer(**trainer_args)
-    nodes["model_resolver"] = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    build_trainer = trainer_factory or (lambda args: tfx.components.Trainer(**args))
+    nodes["trainer"] = trainer = build_trainer(trainer_args)
+    if baseline_from == "push_records":  # open-source KFP runs no Resolver node
+        nodes["model_resolver"] = LatestBlessedModel(
+            trainer.outputs["model"], _local_or_remote(config.serving_dir)
+        ).with_id("latest_blessed_model")
+        baseline = nodes["model_resolver"].outputs["baseline"]
+    else:
+        nodes["model_resolver"] = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        baseline = nodes["model_resolver"].outputs["model"]
     nodes["evaluator"] = tfx.components.Evaluator(
         examples=examples,
         model=trainer.outputs["model"],
-        baseline_model=nodes["model_resolver"].outputs["model"],
+        baseline_model=baseline,
         eval_config=eval_config(config),
     )
     return nodes
@@ -229,9 +214,13 @@ def create_pipeline(
     *,
     source: ExamplesSource | None = None,
     extend: Callable[[dict], list] | None = None,
+    baseline_from: str = "resolver",
+    trainer_factory: Callable[[dict], object] | None = None,
 ):
     """The DAG. `local_metadata=False` leaves ML Metadata to the orchestrator (Kubeflow/Vertex),
-    so that compiling touches no file of the pipeline root.
+    so that compiling touches no file of the pipeline root. `baseline_from="push_records"`
+    finds the Evaluator's baseline with components/latest_blessed (open-source KFP) instead of
+    a Resolver; `trainer_factory` builds the Trainer (Vertex's multi-worker Trainer).
 
     `source` replaces the CSV ExampleGen; `extend(nodes)` receives the built components by
     name (example_gen, transform, trainer, evaluator, pusher, item_embeddings,
@@ -239,7 +228,9 @@ def create_pipeline(
     if source is None:
         source = csv_source(config, train_data, val_data)
     checked = checked_and_transformed(config, source.examples)
-    trained = trained_and_evaluated(config, source.examples, checked)
+    trained = trained_and_evaluated(
+        config, source.examples, checked, baseline_from, trainer_factory
+    )
     served = pushed_and_published(config, source, items, trained)
     components = [*source.components, *checked.values(), *trained.values(), *served.values()]
     if extend is not None:

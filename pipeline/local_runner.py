@@ -51,6 +51,7 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
     parser.add_argument("--val_data", help="recipe CSV for the eval split (default: 80/20 hash)")
     parser.add_argument("--items", help="item catalogue: CSV item_id,v.. or word2vec text")
     parser.add_argument("--output_dir")
+    parser.add_argument("--metadata_path", dest="metadata_file", help="ML Metadata SQLite file")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch_size", type=int)
     parser.add_argument("--patience", type=int)
@@ -84,6 +85,13 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
     beam = beam_profiles.beam_args_from_environment(profile=profile)
     if beam is not None:
         config.beam_pipeline_args = beam
+    # absolute: artifact URIs in ML Metadata must not depend on the working directory
+    if "://" not in config.output_dir:
+        config.output_dir = os.path.abspath(config.output_dir)
+    elif config.metadata_file is None:
+        parser.error("a remote --output_dir needs --metadata_path (a local SQLite file)")
+    if config.distribution == "multi_worker":  # one process: no workers, no TF_CONFIG
+        parser.error("--distribution multi_worker runs on Vertex only (kubeflow.runner)")
     return config, verbose
 
 

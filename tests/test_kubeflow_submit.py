@@ -119,16 +119,17 @@ def test_pipeline_root_is_given_at_run_time_from_the_compiled_job(package, monke
     assert submit.pipeline_root_for(package, None, env) == "gs://env/out/tfx"
 
 
-def test_compiled_package_leaves_the_pipeline_root_to_the_run(tmp_path):
-    """The KFP IR that kubeflow.runner writes names no root of its own, so the run's applies."""
+def test_compiled_package_names_its_pipeline_root_as_the_default(tmp_path):
+    """The KFP IR names the compiled root as `defaultPipelineRoot` (issue 19: without it a UI
+    upload falls back to the cluster's minio://, which tf.io.gfile cannot write); a run's
+    own root still wins (test_pipeline_root_is_given_at_run_time_from_the_compiled_job)."""
     from kubeflow.runner import compile_pipeline
     from pipeline.configs import PipelineConfig
 
     config = PipelineConfig(train_data="gs://b/d/train", output_dir="gs://b/ft")
     paths = compile_pipeline(config, str(tmp_path), image="r/finetower:1")
     spec = yaml.safe_load(paths["yaml"].read_text())
-    assert "defaultPipelineRoot" not in spec
-    assert "gs://b/ft/tfx" not in paths["yaml"].read_text()
+    assert spec["defaultPipelineRoot"] == "gs://b/ft/tfx"
     assert submit.pipeline_root_for(paths["yaml"], None, {}) == "gs://b/ft/tfx"
 
 

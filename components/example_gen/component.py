@@ -46,7 +46,9 @@ class RecipeCsvExampleGen(FileBasedExampleGen):
             input_config=input_config,
             output_config=output_config or example_gen_pb2.Output(),
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
-            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            # uncompressed `.tfrecord` (TFX has no value for it; readers detect compression
+            # from the file suffix), not FORMAT_TFRECORDS_GZIP
+            output_file_format=example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
             user_dim=user_dim,
             item_dim=item_dim,
             examples=types.Channel(type=standard_artifacts.Examples),

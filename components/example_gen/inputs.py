@@ -1,0 +1,115 @@
+"""ExampleGen's `input_base` and split patterns from the user's train/eval inputs.
+
+FileBasedExampleGen matches each split as `os.path.join(input_base, pattern)`, so one base
+must lie above every input and each pattern is the input's path below it. An input is a file,
+a glob or a folder (a trailing `/`, or a local folder: its files, `*`), local or on an object
+store (`gs://`, `s3://`, ...). Inputs in different buckets share only the scheme
+(`gs://` + `bucket/...`); local inputs share at least `/`. Local paths are made absolute, so
+the base recorded in ML Metadata does not depend on the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+GLOB_CHARS = frozenset("*?[")
+TRAIN, EVAL, SINGLE = "train", "eval", "single"
+
+
+@dataclass(frozen=True)
+class SplitInputs:
+    """`input_base` and the (split name, pattern) pairs below it, in split order."""
+
+    input_base: str
+    patterns: tuple[tuple[str, str], ...]
+
+
+def _scheme(path: str) -> str:
+    """`gs://` for gs://b/x, "" for a local path."""
+    return path[: path.index("://") + 3] if "://" in path else ""
+
+
+def _is_local_dir(path: str) -> bool:
+    return "://" not in path and os.path.isdir(path)
+
+
+def _as_file_pattern(path: str, is_dir: Callable[[str], bool]) -> str:
+    """`path` as a pattern of files: a folder becomes the files in it."""
+    if "://" not in path:
+        trailing = path.endswith("/")
+        path = os.path.abspath(path) + ("/" if trailing else "")
+    if path.endswith("/") or (not GLOB_CHARS & set(path) and is_dir(path)):
+        return path.rstrip("/") + "/*"
+    return path
+
+
+def _fixed_parts(pattern: str) -> list[str]:
+    """The folders of `pattern` (after its scheme) above its first glob character."""
+    parts = pattern[len(_scheme(pattern)) :].split("/")[:-1]
+    fixed = []
+    for part in parts:
+        if GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return fixed
+
+
+def split_inputs(
+    train: str, eval_: str | None = None, is_dir: Callable[[str], bool] = _is_local_dir
+) -> SplitInputs:
+    """Base and patterns for `train` and `eval_` (None: one `single` split, to be hash-split).
+
+    `is_dir(path)` says whether a path without a glob or trailing `/` is a folder; the default
+    looks only at the local disk (remote folders are named with a trailing `/`, so compiling a
+    pipeline for a cluster touches no bucket)."""
+    named = [(TRAIN, train), (EVAL, eval_)] if eval_ is not None else [(SINGLE, train)]
+    for name, path in named:
+        if not path or not path.strip():
+            raise ValueError(f"{'eval' if name == EVAL else 'train'} data: an empty path")
+    patterns = [(name, _as_file_pattern(path, is_dir)) for name, path in named]
+    schemes = {_scheme(p) for _, p in patterns}
+    if len(schemes) > 1:
+        raise ValueError(
+            f"train and eval data must be on the same file system: {train!r} and {eval_!r} "
+            "(copy one next to the other)"
+        )
+    scheme = schemes.pop()
+    common = _fixed_parts(patterns[0][1])
+    for _, pattern in patterns[1:]:
+        other = _fixed_parts(pattern)
+        n = 0
+        while n < min(len(common), len(other)) and common[n] == other[n]:
+            n += 1
+        common = common[:n]
+    base = scheme + "/".join(common) if scheme else "/".join(common) or "/"
+    if scheme and not common:
+        base = scheme  # inputs in different buckets: patterns start with the bucket
+    prefix = base if base.endswith("/") else base + "/"
+    return SplitInputs(
+        input_base=base,
+        patterns=tuple((name, pattern[len(prefix) :]) for name, pattern in patterns),
+    )
+
+
+def example_gen_inputs(train: str, eval_: str | None = None, is_dir=_is_local_dir):
+    """(input_base, Input, Output) for RecipeCsvExampleGen: named train/eval splits, or one
+    input hash-split 80/20 into train and eval."""
+    from tfx.proto import example_gen_pb2
+
+    found = split_inputs(train, eval_, is_dir)
+    inputs = example_gen_pb2.Input(
+        splits=[example_gen_pb2.Input.Split(name=n, pattern=p) for n, p in found.patterns]
+    )
+    if eval_ is not None:
+        return found.input_base, inputs, example_gen_pb2.Output()
+    outputs = example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
+            splits=[
+                example_gen_pb2.SplitConfig.Split(name=TRAIN, hash_buckets=4),
+                example_gen_pb2.SplitConfig.Split(name=EVAL, hash_buckets=1),
+            ]
+        )
+    )
+    return found.input_base, inputs, outputs

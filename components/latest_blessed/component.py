@@ -1,0 +1,120 @@
+"""LatestBlessedModel: the Evaluator's baseline as a container step, for open-source KFP.
+
+Open-source Kubeflow Pipelines 2.x runs container and importer executors only; its compiler
+answers "resolver executors not implemented" for TFX's Resolver (LatestBlessedModelStrategy),
+which the local and Vertex DAGs use. This component makes the same decision in a plain step.
+
+Where the decision comes from: the serving dir's push records, not ML Metadata. The Pusher
+pushes a model only when it is blessed, and writes with each version
+`assets.extra/finetower_push.json` naming the Model artifact it came from; the newest version
+whose two towers are complete is therefore the latest blessed (and served) model of this
+pipeline. The records live on the same object store as the artifacts and are read with
+`tf.io.gfile`, so the step needs nothing from the cluster. ML Metadata as KFP deploys it was
+the alternative, rejected because: the step would need the metadata-grpc service's address and
+a client of its version inside the image; KFP's launcher records its own contexts and types,
+not the TFX ones LatestBlessedModelStrategy reads (the blessing's `current_model_id` refers to
+ids the TFX executor never sees there); and a test here could not run it. One difference is
+intended: a blessed model whose push failed is not a baseline (it never served).
+
+The output is a Model artifact holding a copy of the baseline (an executor cannot point its
+output at another URI on every backend). Without any pushed model the baseline is the
+candidate itself: the Evaluator's change threshold then compares the model with itself and
+passes, exactly as TFX's Evaluator passes it without a baseline, while the AUC floor still
+decides. The step reads state outside its inputs, so runner.py disables its cache on KFP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import tensorflow as tf
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+TOWERS = ("user_tower", "item_tower")
+PUSH_INFO = "assets.extra/finetower_push.json"
+SAVED_MODEL = "saved_model.pb"
+SERVING_MODEL_DIR = "Format-Serving"
+
+
+def _join(*parts: str) -> str:
+    """os.path.join that keeps `gs://` (a URI is never normalised by pathlib/os.path)."""
+    return "/".join([parts[0].rstrip("/"), *(p.strip("/") for p in parts[1:])])
+
+
+def _versions(model_dir: str) -> list[int]:
+    if not tf.io.gfile.isdir(model_dir):
+        return []
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(model_dir))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def latest_pushed_model_uri(serving_dir: str) -> str | None:
+    """The Model artifact URI recorded with the newest version whose two towers are complete
+    (their `saved_model.pb` present) and whose model is still readable; None if none."""
+    for version in reversed(_versions(_join(serving_dir, TOWERS[0]))):
+        folders = [_join(serving_dir, tower, str(version)) for tower in TOWERS]
+        if not all(tf.io.gfile.exists(_join(f, SAVED_MODEL)) for f in folders):
+            continue  # a push in progress or interrupted
+        record = _join(folders[0], PUSH_INFO)
+        if not tf.io.gfile.exists(record):
+            continue
+        with tf.io.gfile.GFile(record) as f:
+            uri = json.load(f).get("model_uri")
+        if uri and tf.io.gfile.isdir(_join(uri, SERVING_MODEL_DIR)):
+            return uri
+        logging.warning("version %d was pushed from %s, which is gone", version, uri)
+    return None
+
+
+def copy_tree(src: str, dst: str) -> int:
+    """Copy the folder `src` into `dst` through tf.io.gfile; returns the number of files."""
+    copied = 0
+    src = src.rstrip("/")
+    for root, _dirs, files in tf.io.gfile.walk(src):
+        target = dst.rstrip("/") + root[len(src) :]
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(_join(root, name), _join(target, name), overwrite=True)
+            copied += 1
+    return copied
+
+
+class LatestBlessedModelSpec(ComponentSpec):
+    PARAMETERS = {"serving_dir": ExecutionParameter(type=str)}
+    INPUTS = {"model": ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {"baseline": ChannelParameter(type=standard_artifacts.Model)}
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(
+        self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict
+    ) -> None:
+        candidate = artifact_utils.get_single_instance(input_dict["model"])
+        baseline = artifact_utils.get_single_instance(output_dict["baseline"])
+        pushed = latest_pushed_model_uri(exec_properties["serving_dir"])
+        source = pushed or candidate.uri
+        files = copy_tree(source, baseline.uri)
+        baseline.set_string_custom_property("baseline_model_uri", source)
+        baseline.set_int_custom_property("baseline_is_candidate", int(pushed is None))
+        logging.info("baseline: %s (%d files)%s", source, files, "" if pushed else " (candidate)")
+
+
+class LatestBlessedModel(base_component.BaseComponent):
+    """The latest pushed (hence blessed) model of this serving dir, else `model` itself."""
+
+    SPEC_CLASS = LatestBlessedModelSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, model: types.BaseChannel, serving_dir: Any):
+        super().__init__(
+            spec=LatestBlessedModelSpec(
+                model=model,
+                serving_dir=serving_dir,
+                baseline=types.Channel(type=standard_artifacts.Model),
+            )
+        )

@@ -15,9 +15,15 @@ from tfx.types import standard_artifacts
 
 from components.common.errors import DataError
 from components.embeddings_publisher import publishing
-from components.embeddings_publisher.component import Executor, PublishedEmbeddingsArtifact
+from components.embeddings_publisher.ann import pretrained_item_vectors
+from components.embeddings_publisher.component import (
+    Executor,
+    PublishedEmbeddingsArtifact,
+    pretrained_source,
+)
 from components.example_gen.recipe_csv import vector_ids
 from components.item_embeddings.component import ItemEmbeddingsArtifact
+from components.pusher.pushed import PushedTowers, record_towers
 from serving.index import load_index
 from serving.store import StoreReader, rollback
 
@@ -67,6 +73,15 @@ def embeddings_artifact(out: Path, version: int) -> ItemEmbeddingsArtifact:
         "count", json.loads((folder / "manifest.json").read_text())["count"]
     )
     artifact.set_string_custom_property("published_dir", str(folder))
+    serving = out / "serving"
+    record_towers(
+        artifact,
+        PushedTowers(
+            version,
+            str(serving / "user_tower" / str(version)),
+            str(serving / "item_tower" / str(version)),
+        ),
+    )
     return artifact
 
 
@@ -159,8 +174,8 @@ def test_pretrained_vectors_come_from_the_examples_without_a_catalogue(run_copy,
     examples.uri = str(examples_dirs[-1])
     examples.split_names = '["train", "eval"]'
     ids, _, manifest = publishing.read_item_embeddings(run_copy["out"] / "item_embeddings" / "1")
-    vectors, source = Executor._pretrained(
-        {"examples": [examples]}, {"item_dim": 128}, ids, manifest
+    vectors, source = pretrained_item_vectors(
+        ids, pretrained_source({"examples": [examples]}, {"item_dim": 128}, manifest)
     )
     by_id = dict(
         zip(

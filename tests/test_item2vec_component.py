@@ -17,7 +17,7 @@ from components.item2vec.component import (
     Item2VecVectors,
     pretrain_config,
 )
-from components.item2vec.vectors import read_vectors
+from components.common.vectors import read_vectors
 from components.sample_gen.synthetic import synthetic_world
 
 DIM = 8

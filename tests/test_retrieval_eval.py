@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from tfx.types import standard_artifacts
 
-from components.item2vec.vectors import Vectors, write_vectors
+from components.common.vectors import Vectors, write_vectors
 from components.retrieval_eval.component import Executor, RetrievalMetrics
 from components.retrieval_eval.evaluation import Catalogue, build_queries, evaluate
 from components.retrieval_eval.metrics import FoldedScorer

@@ -16,7 +16,7 @@ from components.common.errors import DataError
 from components.example_gen.schema import recipe_schema
 from components.item2vec.component import Executor as Item2VecExecutor
 from components.item2vec.component import Item2VecVectors
-from components.item2vec.vectors import read_vectors
+from components.common.vectors import read_vectors
 from components.sample_gen.component import (
     Executor,
     HeldOutInteractions,

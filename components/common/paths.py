@@ -131,11 +131,11 @@ def copy_tree(src: str, dst: str, *, last: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def local_copy(path: str) -> Iterator[Path]:
-    """A local path holding the file at `path` (itself when local), for libraries that read
-    only local files (gensim)."""
-    if not is_remote(path):
-        yield Path(path)
+def local_copy(path: str | None) -> Iterator[Path | None]:
+    """A local path holding the file at `path` (itself when local; None for None), for
+    libraries that read only local files (gensim, pyarrow's CSV reader on a path)."""
+    if path is None or not is_remote(path):
+        yield None if path is None else Path(path)
         return
     folder = tempfile.mkdtemp(prefix="finetower-")
     try:
@@ -144,3 +144,24 @@ def local_copy(path: str) -> Iterator[Path]:
         yield local
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_tree(uri: str) -> Iterator[Path]:
+    """A local folder holding a copy of the folder `uri` (itself when local)."""
+    if not is_remote(uri):
+        yield Path(uri)
+        return
+    folder = tempfile.mkdtemp(prefix="finetower-")
+    try:
+        copy_tree(uri, folder)
+        yield Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def upload_files(folder: str | Path, names, uri: str) -> None:
+    """Copy the files `names` of the local `folder` into the folder `uri` (made if absent)."""
+    tf.io.gfile.makedirs(uri)
+    for file_name in names:
+        tf.io.gfile.copy(join(folder, file_name), join(uri, file_name), overwrite=True)

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils
@@ -48,7 +47,15 @@ from components.common.names import (
     ITEM_VECTORS_TEXT,
     MANIFEST_FILE,
 )
-from components.common.paths import absolute, input_fingerprint, join, read_bytes
+from components.common.paths import (
+    absolute,
+    input_fingerprint,
+    is_remote,
+    join,
+    local_copy,
+    read_bytes,
+    upload_files,
+)
 from components.common.vectors import VECTOR_DIM, Vectors
 from components.item2vec.pretrain import PretrainConfig, pretrain
 
@@ -110,7 +117,10 @@ def run_item2vec(log: str, uri: str, config: PretrainConfig) -> dict:
     """Pretrain on `log` and write the artifact's files into `uri`; return the manifest."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "out"
-        result = pretrain(log, local, config)
+        with local_copy(log) as local_log:  # gensim and pyarrow read local files
+            result = pretrain(local_log, local, config)
+        if is_remote(log):
+            result.manifest["input"]["path"] = log  # where the log is, not its local copy
         write_vectors_parquet(local / VECTORS_PARQUET, result.item_vectors)
         manifest = {
             **result.manifest,
@@ -121,9 +131,7 @@ def run_item2vec(log: str, uri: str, config: PretrainConfig) -> dict:
             "files": list(OUTPUT_FILES),
         }
         write_json(local / MANIFEST_FILE, manifest)
-        tf.io.gfile.makedirs(uri)
-        for name in OUTPUT_FILES:
-            tf.io.gfile.copy(str(local / name), join(uri, name), overwrite=True)
+        upload_files(local, OUTPUT_FILES, uri)
     return manifest
 
 

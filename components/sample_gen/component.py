@@ -24,8 +24,8 @@ and the target's train events; held-out events never enter one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,14 @@ from components.common.names import (
     MANIFEST_FILE,
     interactions_table,
 )
-from components.common.paths import absolute, input_fingerprint, join
+from components.common.paths import (
+    absolute,
+    input_fingerprint,
+    join,
+    local_copy,
+    local_tree,
+    upload_files,
+)
 from components.common.vectors import Vectors, write_vectors
 from components.example_gen.recipe_csv import ITEM_ID, ITEM_VECTOR, LABEL, USER_ID, USER_VECTOR
 from components.sample_gen.config import SPLITS, SampleConfig
@@ -171,9 +178,7 @@ def write_catalogue(uri: str, item_vectors: Vectors, held_out_dir: Path) -> int:
             ),
             Path(tmp) / CATALOGUE_TABLE,
         )
-        tf.io.gfile.makedirs(uri)
-        for name in (CATALOGUE_TEXT, CATALOGUE_TABLE):
-            tf.io.gfile.copy(os.path.join(tmp, name), join(uri, name), overwrite=True)
+        upload_files(tmp, (CATALOGUE_TEXT, CATALOGUE_TABLE), uri)
     return len(item_vectors)
 
 
@@ -184,7 +189,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list],
         exec_properties: dict[str, Any],
     ) -> None:
-        vectors_dir = artifact_utils.get_single_instance(input_dict["item_vectors"]).uri
+        vectors_uri = artifact_utils.get_single_instance(input_dict["item_vectors"]).uri
         examples = artifact_utils.get_single_instance(output_dict["examples"])
         catalogue = artifact_utils.get_single_instance(output_dict["catalogue"])
         held_out = artifact_utils.get_single_instance(output_dict["held_out"])
@@ -193,22 +198,18 @@ class Executor(base_executor.BaseExecutor):
 
         config = sample_config(exec_properties)
         writer = ExamplesWriter(examples)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "samples"
+        with contextlib.ExitStack() as stack:  # gensim and pyarrow read local copies of URIs
+            target = stack.enter_context(local_copy(exec_properties["target_log"]))
+            history = stack.enter_context(local_copy(exec_properties.get("history_log") or None))
+            vectors_dir = stack.enter_context(local_tree(vectors_uri))
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "samples"
             try:
                 manifest = build_samples(
-                    exec_properties["target_log"],
-                    vectors_dir,
-                    out,
-                    source=exec_properties.get("history_log") or None,
-                    config=config,
-                    sink=writer,
+                    target, vectors_dir, out, source=history, config=config, sink=writer
                 )
             finally:
                 writer.close()
-            tf.io.gfile.makedirs(held_out.uri)
-            for name in HELD_OUT_FILES:
-                tf.io.gfile.copy(str(out / name), join(held_out.uri, name), overwrite=True)
+            upload_files(out, HELD_OUT_FILES, held_out.uri)
             item_vectors, _ = load_item_vectors(vectors_dir)
             size = write_catalogue(catalogue.uri, item_vectors, out)
         for name, rows in writer.rows.items():

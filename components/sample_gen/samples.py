@@ -40,12 +40,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from components.common.errors import DataError
 from components.common.files import atomic_dir, file_sha256, write_json
 from components.common.histories import codes, query_user_vectors, rows_of
-from components.common.names import CATALOGUE_TABLE, MANIFEST_FILE
+from components.common.names import MANIFEST_FILE
 from components.common.user_vectors import HistoryIndex, sorted_unique
 from components.common.vectors import Vectors
 from components.sample_gen.config import SPLITS, SampleConfig
@@ -61,6 +60,7 @@ from components.sample_gen.writing import (
     Positives,
     SampleRows,
     SampleSink,
+    write_catalogue_table,
     write_split,
     write_tables,
 )
@@ -240,35 +240,11 @@ def build_samples(
             )
             for code, name in enumerate(SPLITS)
         }
-        write_tables(
-            out,
-            vocabulary,
-            item_vectors,
-            events.users,
-            events.items,
-            events.times,
-            events.split,
-            history,
-        )
-        item_ids = pa.array(item_vectors.ids, pa.string())
-        pq.write_table(
-            pa.table(
-                {"item": item_ids.take(pa.array(pool.catalogue)), "train_count": pool.train_counts}
-            ),
-            out / CATALOGUE_TABLE,
-        )
-        inputs = {
-            "target": target_info,
-            "source": source_info,
-            "vectors": {"path": str(vectors_file.resolve()), "sha256": file_sha256(vectors_file)},
-        }
+        write_tables(out, vocabulary, item_vectors, events, history)
+        write_catalogue_table(out, item_vectors, pool.catalogue, pool.train_counts)
+        inputs = {"target": target_info, "source": source_info, "vectors": file_info(vectors_file)}
         coverage = {
-            "target_events": target_log.num_rows + below_weight,
-            "target_events_below_min_weight": below_weight,
-            "target_events_item_without_vector": int((~events.has_vector).sum()),
-            "target_items_without_vector": len(
-                pc.unique(target_log["item"].filter(pa.array(~events.has_vector)))
-            ),
+            **_coverage(target_log, below_weight, events),
             "source_events_item_without_vector": source_without_vector,
             "users_holding_out_fewer": events.short_users,
             "missing_user_fallback": config.missing_user,
@@ -277,6 +253,22 @@ def build_samples(
         manifest = samples_manifest(inputs, config, item_vectors.dim, counts, coverage, pool)
         write_json(out / MANIFEST_FILE, manifest)
     return manifest
+
+
+def file_info(path: Path) -> dict:
+    return {"path": str(path.resolve()), "sha256": file_sha256(path)}
+
+
+def _coverage(target_log: pa.Table, below_weight: int, events: TargetEvents) -> dict:
+    """What of the target log could not become a positive, counted."""
+    return {
+        "target_events": target_log.num_rows + below_weight,
+        "target_events_below_min_weight": below_weight,
+        "target_events_item_without_vector": int((~events.has_vector).sum()),
+        "target_items_without_vector": len(
+            pc.unique(target_log["item"].filter(pa.array(~events.has_vector)))
+        ),
+    }
 
 
 def samples_manifest(

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.common.names import HISTORIES_TABLE, interactions_table
+from components.common.names import CATALOGUE_TABLE, HISTORIES_TABLE, interactions_table
 from components.common.user_vectors import HistoryIndex
 from components.common.vectors import Vectors
 from components.sample_gen.config import SPLITS, SampleConfig
@@ -79,32 +79,25 @@ def write_split(
         "negatives": int(keep.sum()) - n_pos,
         "negatives_unavailable": int((~keep).sum()),
     }
-    if config.text:
-        text_path = out / f"{name}.txt"
-        text_path.write_bytes(b"")
-        for start in range(0, len(order), CHUNK_ROWS):
-            rows = order[start : start + CHUNK_ROWS]
-            write_text_samples(
-                text_path,
-                labels[rows],
-                positives.user_vectors[query[rows]],
-                item_vectors.vectors[items[rows]],
-                append=True,
-            )
     item_ids = pa.array(item_vectors.ids, pa.string())
-    if sink is not None:
-        for start in range(0, len(order), CHUNK_ROWS):
-            rows = order[start : start + CHUNK_ROWS]
-            sink(
-                name,
-                SampleRows(
-                    labels=labels[rows].astype(np.int64),
-                    user_vectors=positives.user_vectors[query[rows]],
-                    item_vectors=item_vectors.vectors[items[rows]],
-                    user_ids=user_ids.take(pa.array(positives.users[query[rows]])),
-                    item_ids=item_ids.take(pa.array(items[rows])),
-                ),
+    text_path = out / f"{name}.txt"
+    if config.text:
+        text_path.write_bytes(b"")
+    for start in range(0, len(order), CHUNK_ROWS):
+        rows = order[start : start + CHUNK_ROWS]
+        chunk = SampleRows(
+            labels=labels[rows].astype(np.int64),
+            user_vectors=positives.user_vectors[query[rows]],
+            item_vectors=item_vectors.vectors[items[rows]],
+            user_ids=user_ids.take(pa.array(positives.users[query[rows]])),
+            item_ids=item_ids.take(pa.array(items[rows])),
+        )
+        if config.text:
+            write_text_samples(
+                text_path, chunk.labels, chunk.user_vectors, chunk.item_vectors, append=True
             )
+        if sink is not None:
+            sink(name, chunk)
     pq.write_table(
         pa.table(
             {
@@ -123,21 +116,18 @@ def write_tables(
     out: Path,
     vocabulary: pa.Array,
     item_vectors: Vectors,
-    users: np.ndarray,
-    items: np.ndarray,
-    times: np.ndarray,
-    split: np.ndarray,
+    events,
     history: HistoryIndex,
 ) -> None:
     """Write each split's target events and the histories evaluation needs for query vectors."""
     item_ids = pa.array(item_vectors.ids, pa.string())
     for code, name in enumerate(SPLITS):
-        rows = np.flatnonzero(split == code)
+        rows = np.flatnonzero(events.split == code)
         table = pa.table(
             {
-                "user": vocabulary.take(pa.array(users[rows])),
-                "item": item_ids.take(pa.array(items[rows])),
-                "timestamp": pa.array(times[rows]),
+                "user": vocabulary.take(pa.array(events.users[rows])),
+                "item": item_ids.take(pa.array(events.items[rows])),
+                "timestamp": pa.array(events.times[rows]),
             }
         )
         pq.write_table(table, out / interactions_table(name))
@@ -150,4 +140,15 @@ def write_tables(
             }
         ),
         out / HISTORIES_TABLE,
+    )
+
+
+def write_catalogue_table(
+    out: Path, item_vectors: Vectors, catalogue: np.ndarray, train_counts: np.ndarray
+) -> None:
+    """`catalogue.parquet`: the target items with a vector, and their train counts."""
+    item_ids = pa.array(item_vectors.ids, pa.string())
+    pq.write_table(
+        pa.table({"item": item_ids.take(pa.array(catalogue)), "train_count": train_counts}),
+        out / CATALOGUE_TABLE,
     )

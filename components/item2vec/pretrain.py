@@ -40,7 +40,7 @@ from components.common.interactions import (
     read_interactions,
 )
 from components.common.user_vectors import DEFAULT_LAST_N, user_vector
-from components.common.vectors import Vectors, write_vectors
+from components.common.vectors import VECTOR_DIM, Vectors, write_vectors
 
 FORMAT = "finetower.pretrain/1"
 # gensim's MAX_WORDS_IN_BATCH: its training loop ignores a sentence's tokens past this
@@ -52,7 +52,7 @@ EXAMPLES = 10
 class PretrainConfig:
     """item2vec parameters (gensim's names) and how user vectors are formed."""
 
-    dim: int = 128
+    dim: int = VECTOR_DIM
     window: int = 5
     min_count: int = 5
     epochs: int = 5

@@ -257,3 +257,17 @@ def test_redis_gets_each_pushed_version_once_and_switches_atomically(
     assert third.get_int_custom_property("redis_published") == 0
     assert reader.current_version() == v1 and reader.versions() == [v2, v1]
     reader.close()
+
+
+def test_the_index_lives_in_the_artifact_and_is_published_as_a_copy(run_copy, tmp_path):
+    out = copy_run({"out": run_copy["out"]}, tmp_path)
+    first = run_publisher(out, 1, tmp_path, items=run_copy["items"])
+    again = run_publisher(out, 1, tmp_path, items=run_copy["items"])  # kept, copied back
+    published = out / "ann_index" / "1"
+    names = sorted(p.name for p in published.iterdir())
+    assert "manifest.json" in names and "item_vectors.npy" in names
+    for artifact in (first, again):
+        folder = Path(artifact.uri) / "ann_index"
+        assert sorted(p.name for p in folder.iterdir()) == names
+        for name in names:
+            assert (folder / name).read_bytes() == (published / name).read_bytes()

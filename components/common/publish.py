@@ -87,6 +87,12 @@ def _staged_remote(final: str, *, replace: bool, last: str | None) -> Iterator[P
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def publish_tree(src: str, final: str, *, last: str | None = None) -> None:
+    """Copy the folder `src` to the new folder `final`, complete or absent."""
+    with staged_dir(final, last=last) as folder:
+        copy_tree(src, str(folder))
+
+
 def publish_files(files: dict[str, str], final: str, *, last: str | None = None) -> None:
     """Copy `{name: source path or URI}` into the new folder `final`, complete or absent."""
     with staged_dir(final, last=last) as folder:

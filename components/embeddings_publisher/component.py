@@ -1,9 +1,12 @@
 """EmbeddingsPublisher component: spec, executor, component.
 
-After ItemEmbeddings, for the version it embedded:
-    <output_dir>/ann_index/<version>/   the ANN index (`ann_backend`) over the item embeddings,
+After ItemEmbeddings, for the version it embedded (towers and embeddings read from the
+ItemEmbeddings artifact):
+    <artifact uri>/ann_index/           the ANN index (`ann_backend`) over the item embeddings,
                                         their pretrained vectors and a manifest with the
                                         index's recall@100 against exact search
+    <output_dir>/ann_index/<version>/   a copy of it, published complete (users and the
+                                        recall service read this one)
     Redis (when `redis_url` is set)     the version's items published with serving.store's
                                         versioned keys, then one atomic switch to it
 and an output artifact whose custom properties say what happened (version, count, ann_dir,
@@ -26,7 +29,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.common.artifacts import ItemEmbeddingsArtifact, PublishedEmbeddingsArtifact
-from components.common.names import MANIFEST_FILE
+from components.common.names import ANN_DIR, MANIFEST_FILE
 from components.common.paths import absolute, input_fingerprint, join, write_bytes
 from components.common.vectors import VECTOR_DIM
 from components.embeddings_publisher import publishing
@@ -78,6 +81,7 @@ class Executor(base_executor.BaseExecutor):
             towers,
             exec_properties["output_dir"],
             pretrained_source(input_dict, exec_properties, read_manifest(embedded.uri)),
+            index_dir=join(out.uri, ANN_DIR),
             backend=backend,
             params=json.loads(exec_properties.get("ann_params") or "{}"),
             seed=exec_properties.get("recall_seed") or 0,

@@ -17,7 +17,8 @@ import numpy as np
 
 from components.common.errors import ArtifactError, DataError
 from components.common.names import ANN_DIR, EMBEDDINGS_FILE, MANIFEST_FILE
-from components.common.paths import is_remote
+from components.common.paths import copy_tree, is_remote
+from components.common.publish import publish_tree
 from components.embeddings_publisher.ann import (
     RECALL_QUERIES,
     PretrainedSource,
@@ -176,22 +177,23 @@ def existing_index(final: str, version: int, count: int) -> dict[str, Any] | Non
 
 
 def index_version(
-    final: str,
+    index_dir: str,
     ids: list[str],
     embeddings: np.ndarray,
     embeddings_dir: str,
     towers: PushedTowers,
     pretrained: PretrainedSource,
+    *,
     backend: str,
     params: dict[str, Any],
     seed: int,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Build the version's index at `final`: (its manifest, the items' pretrained vectors)."""
+    """Build the version's index at `index_dir`: (its manifest, the items' pretrained vectors)."""
     tower = UserTower(towers.user_tower_uri)
     item_vectors, vectors_source = pretrained_item_vectors(ids, pretrained)
     queries, how = sample_queries(tower, item_vectors, RECALL_QUERIES, seed)
     ann = build_ann_index(
-        final,
+        index_dir,
         ids,
         embeddings,
         backend,
@@ -227,23 +229,36 @@ def publish_version(
     output_dir: str,
     pretrained: PretrainedSource,
     *,
+    index_dir: str,
     backend: str,
     params: dict[str, Any] | None = None,
     seed: int = 0,
     redis_url: str | None = None,
 ) -> PublishResult:
-    """Index a pushed version's item embeddings at `<output_dir>/ann_index/<version>` (kept if
-    built before) and, with `redis_url`, publish it to Redis once."""
+    """Index a pushed version's item embeddings into `index_dir` (the publisher's artifact)
+    and publish a copy at `<output_dir>/ann_index/<version>`, the folder users and the recall
+    service read (an index published before is kept and copied back into `index_dir`); with
+    `redis_url`, publish the version to Redis once."""
     ids, embeddings, _ = read_item_embeddings(embeddings_dir)
     final = ann_uri(output_dir, towers.version)
     ann = existing_index(final, towers.version, len(ids))
     item_vectors = None
     if ann is not None:
         logging.info("version %d already indexed at %s", towers.version, final)
+        copy_tree(final, index_dir)
     else:
         ann, item_vectors = index_version(
-            final, ids, embeddings, embeddings_dir, towers, pretrained, backend, params or {}, seed
+            index_dir,
+            ids,
+            embeddings,
+            embeddings_dir,
+            towers,
+            pretrained,
+            backend,
+            params or {},
+            seed,
         )
+        publish_tree(index_dir, final, last=MANIFEST_FILE)
     store = None
     if redis_url:
         if item_vectors is None:

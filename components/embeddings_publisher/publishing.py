@@ -254,9 +254,9 @@ def publish_version(
             embeddings_dir,
             towers,
             pretrained,
-            backend,
-            params or {},
-            seed,
+            backend=backend,
+            params=params or {},
+            seed=seed,
         )
         publish_tree(index_dir, final, last=MANIFEST_FILE)
     store = None

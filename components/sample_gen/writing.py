@@ -83,20 +83,20 @@ def write_split(
     text_path = out / f"{name}.txt"
     if config.text:
         text_path.write_bytes(b"")
-    for start in range(0, len(order), CHUNK_ROWS):
+    for start in range(0, len(order) if config.text or sink else 0, CHUNK_ROWS):
         rows = order[start : start + CHUNK_ROWS]
-        chunk = SampleRows(
-            labels=labels[rows].astype(np.int64),
-            user_vectors=positives.user_vectors[query[rows]],
-            item_vectors=item_vectors.vectors[items[rows]],
-            user_ids=user_ids.take(pa.array(positives.users[query[rows]])),
-            item_ids=item_ids.take(pa.array(items[rows])),
-        )
+        users = positives.user_vectors[query[rows]]  # gathered once for text and sink
+        vectors = item_vectors.vectors[items[rows]]
         if config.text:
-            write_text_samples(
-                text_path, chunk.labels, chunk.user_vectors, chunk.item_vectors, append=True
-            )
+            write_text_samples(text_path, labels[rows], users, vectors, append=True)
         if sink is not None:
+            chunk = SampleRows(
+                labels=labels[rows].astype(np.int64),
+                user_vectors=users,
+                item_vectors=vectors,
+                user_ids=user_ids.take(pa.array(positives.users[query[rows]])),
+                item_ids=item_ids.take(pa.array(items[rows])),
+            )
             sink(name, chunk)
     pq.write_table(
         pa.table(

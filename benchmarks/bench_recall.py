@@ -169,7 +169,7 @@ def write_stand_in_towers(serving: Path, weights: np.ndarray) -> float:
 
 
 def write_item_embeddings(folder: Path, ids: list[str], embeddings: np.ndarray) -> None:
-    from components.item_embeddings.component import write_embeddings
+    from components.item_embeddings.embeddings import write_embeddings
 
     folder.mkdir(parents=True)
     write_embeddings(str(folder / "embeddings.parquet"), [(np.asarray(ids, object), embeddings)])

@@ -15,9 +15,15 @@ from tfx.types import standard_artifacts
 
 from components.common.errors import DataError
 from components.embeddings_publisher import publishing
-from components.embeddings_publisher.component import Executor, PublishedEmbeddingsArtifact
+from components.embeddings_publisher.ann import pretrained_item_vectors
+from components.embeddings_publisher.component import (
+    Executor,
+    PublishedEmbeddingsArtifact,
+    pretrained_source,
+)
 from components.example_gen.recipe_csv import vector_ids
 from components.item_embeddings.component import ItemEmbeddingsArtifact
+from components.pusher.pushed import PushedTowers, record_towers
 from serving.index import load_index
 from serving.store import StoreReader, rollback
 
@@ -67,6 +73,15 @@ def embeddings_artifact(out: Path, version: int) -> ItemEmbeddingsArtifact:
         "count", json.loads((folder / "manifest.json").read_text())["count"]
     )
     artifact.set_string_custom_property("published_dir", str(folder))
+    serving = out / "serving"
+    record_towers(
+        artifact,
+        PushedTowers(
+            version,
+            str(serving / "user_tower" / str(version)),
+            str(serving / "item_tower" / str(version)),
+        ),
+    )
     return artifact
 
 
@@ -159,8 +174,8 @@ def test_pretrained_vectors_come_from_the_examples_without_a_catalogue(run_copy,
     examples.uri = str(examples_dirs[-1])
     examples.split_names = '["train", "eval"]'
     ids, _, manifest = publishing.read_item_embeddings(run_copy["out"] / "item_embeddings" / "1")
-    vectors, source = Executor._pretrained(
-        {"examples": [examples]}, {"item_dim": 128}, ids, manifest
+    vectors, source = pretrained_item_vectors(
+        ids, pretrained_source({"examples": [examples]}, {"item_dim": 128}, manifest)
     )
     by_id = dict(
         zip(
@@ -242,3 +257,17 @@ def test_redis_gets_each_pushed_version_once_and_switches_atomically(
     assert third.get_int_custom_property("redis_published") == 0
     assert reader.current_version() == v1 and reader.versions() == [v2, v1]
     reader.close()
+
+
+def test_the_index_lives_in_the_artifact_and_is_published_as_a_copy(run_copy, tmp_path):
+    out = copy_run({"out": run_copy["out"]}, tmp_path)
+    first = run_publisher(out, 1, tmp_path, items=run_copy["items"])
+    again = run_publisher(out, 1, tmp_path, items=run_copy["items"])  # kept, copied back
+    published = out / "ann_index" / "1"
+    names = sorted(p.name for p in published.iterdir())
+    assert "manifest.json" in names and "item_vectors.npy" in names
+    for artifact in (first, again):
+        folder = Path(artifact.uri) / "ann_index"
+        assert sorted(p.name for p in folder.iterdir()) == names
+        for name in names:
+            assert (folder / name).read_bytes() == (published / name).read_bytes()

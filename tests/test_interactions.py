@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.common.errors import DataError
-from components.sample_gen.interactions import check_interactions, read_interactions
+from components.common.interactions import check_interactions, read_interactions
 from components.sample_gen.movielens import load_movielens
 from components.sample_gen.split import transfer_split
 from components.sample_gen.synthetic import synthetic_world

@@ -17,19 +17,19 @@ from gensim.models import KeyedVectors
 
 from components.common.errors import DataError
 from components.common.files import read_json
+from components.common.user_vectors import (
+    HistoryIndex,
+    history_user_vectors,
+    mean_of_last,
+    user_vector,
+)
+from components.common.vectors import Vectors, is_word2vec_binary, read_vectors, write_vectors
 from components.item2vec.pretrain import (
     MAX_SEQUENCE_ITEMS,
     PretrainConfig,
     pretrain,
     read_sequences,
 )
-from components.item2vec.user_vectors import (
-    HistoryIndex,
-    history_user_vectors,
-    mean_of_last,
-    user_vector,
-)
-from components.item2vec.vectors import Vectors, is_word2vec_binary, read_vectors, write_vectors
 from components.sample_gen.synthetic import synthetic_world
 
 REPO = Path(__file__).resolve().parents[1]

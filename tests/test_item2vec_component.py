@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.common.errors import DataError
+from components.common.vectors import read_vectors
 from components.item2vec.component import (
     Executor,
     Item2Vec,
     Item2VecVectors,
     pretrain_config,
 )
-from components.item2vec.vectors import read_vectors
 from components.sample_gen.synthetic import synthetic_world
 
 DIM = 8

@@ -18,6 +18,7 @@ from components.common.errors import DataError
 from components.example_gen.recipe_csv import vector_ids
 from components.item_embeddings.catalogue import iter_catalogue
 from components.item_embeddings.component import Executor, ItemEmbeddingsArtifact
+from components.pusher.pushed import PushedTowers, record_towers
 from components.trainer.export import export_item_tower
 from components.trainer.model import build_dssm
 from pipeline.configs import BEAM_IN_MEMORY
@@ -72,9 +73,7 @@ def pushed_tower(tmp_path_factory):
     model = build_dssm(DIM, DIM)
     export_item_tower(model, transform.transform_features_layer(), str(root / "item_tower"), DIM)
     pushed = standard_artifacts.PushedModel()
-    pushed.set_int_custom_property("pushed", 1)
-    pushed.set_int_custom_property("pushed_version", 4)
-    pushed.set_string_custom_property("item_tower_path", str(root / "item_tower"))
+    record_towers(pushed, PushedTowers(4, str(root / "user_tower"), str(root / "item_tower")))
     return {
         "root": root,
         "examples": examples,
@@ -146,14 +145,14 @@ def test_a_version_is_embedded_once(pushed_tower, tmp_path):
 def test_nothing_pushed_nothing_embedded(pushed_tower, tmp_path):
     setup = dict(pushed_tower)
     setup["pushed"] = standard_artifacts.PushedModel()
-    setup["pushed"].set_int_custom_property("pushed", 0)
+    record_towers(setup["pushed"], None)
     out = embed(setup, tmp_path)
     assert out.get_int_custom_property("count") == 0
     assert not (tmp_path / "out").exists()
 
 
 def test_a_catalogue_artifact_is_embedded_and_matched_by_id(pushed_tower, tmp_path):
-    from components.item2vec.vectors import Vectors, write_vectors
+    from components.common.vectors import Vectors, write_vectors
     from components.sample_gen.component import ItemCatalogue
 
     distinct = np.unique(pushed_tower["items"], axis=0)

@@ -9,9 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 from tfx.types import standard_artifacts
 
-from components.item2vec.vectors import Vectors, write_vectors
+from components.common.vectors import Vectors, write_vectors
+from components.pusher.pushed import record_towers
 from components.retrieval_eval.component import Executor, RetrievalMetrics
 from components.retrieval_eval.evaluation import Catalogue, build_queries, evaluate
 from components.retrieval_eval.metrics import FoldedScorer
@@ -130,3 +132,28 @@ def test_without_a_push_the_baselines_are_reported(held_out, tmp_path):
     png = (tmp_path / "metrics" / "recall.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert out.get_float_custom_property("popularity_hit_rate@50") == 0.0  # K 50 not asked
+
+
+def test_the_evaluation_reads_and_writes_uris(held_out, tmp_path):
+    """The same evaluation with its artifacts on TensorFlow's ram:// (gs:// stands in)."""
+    test_without_a_push_the_baselines_are_reported(held_out, tmp_path)
+    bucket = f"ram://retrieval-{tmp_path.name}"
+    for name, local in (("catalogue", tmp_path / "catalogue"), ("held_out", held_out)):
+        for path in local.iterdir():
+            tf.io.gfile.makedirs(f"{bucket}/{name}")
+            tf.io.gfile.copy(str(path), f"{bucket}/{name}/{path.name}")
+    catalogue, held, out = ItemCatalogue(), HeldOutInteractions(), RetrievalMetrics()
+    catalogue.uri, held.uri, out.uri = f"{bucket}/catalogue", f"{bucket}/held_out", f"{bucket}/m"
+    held.set_int_custom_property("last_n", 5)
+    pushed = standard_artifacts.PushedModel()
+    record_towers(pushed, None)
+    Executor().Do(
+        {"pushed_model": [pushed], "catalogue": [catalogue], "held_out": [held]},
+        {"metrics": [out]},
+        {"ks": "1,2,3", "ann_backend": "ivf"},
+    )
+    with tf.io.gfile.GFile(f"{bucket}/m/metrics.json") as f:
+        remote = json.load(f)
+    local = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert remote["methods"] == local["methods"]
+    assert tf.io.gfile.exists(f"{bucket}/m/recall.png")

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.common.errors import DataError
+from components.common.interactions import check_interactions
+from components.common.user_vectors import user_vector
+from components.common.vectors import Vectors, read_vectors
 from components.item2vec.pretrain import PretrainConfig, pretrain
-from components.item2vec.user_vectors import user_vector
-from components.item2vec.vectors import Vectors, read_vectors
-from components.sample_gen.interactions import check_interactions
 from components.sample_gen.movielens import load_movielens
 from components.sample_gen.recipe_text import write_text_samples
 from components.sample_gen.samples import (

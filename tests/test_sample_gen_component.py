@@ -13,11 +13,12 @@ from tensorflow_transform.tf_metadata import schema_utils
 from tfx.types import artifact_utils, channel_utils, standard_artifacts
 
 from components.common.errors import DataError
+from components.common.vectors import read_vectors
 from components.example_gen.schema import recipe_schema
 from components.item2vec.component import Executor as Item2VecExecutor
 from components.item2vec.component import Item2VecVectors
-from components.item2vec.vectors import read_vectors
 from components.sample_gen.component import (
+    HELD_OUT_FILES,
     Executor,
     HeldOutInteractions,
     ItemCatalogue,
@@ -222,3 +223,46 @@ def test_component_spec_takes_the_window_and_checks_options(world):
     assert set(component.outputs) == {"examples", "catalogue", "held_out"}
     with pytest.raises(ValueError, match="negative_sampling"):
         SampleGen(vectors, str(world["root"] / "target.parquet"), negative_sampling="hard")
+
+
+def test_item2vec_and_samples_run_with_logs_and_artifacts_on_a_uri(world, tmp_path):
+    """gs:// stands in as TensorFlow's ram://: logs, vectors and outputs all on URIs."""
+    bucket = f"ram://samples-{tmp_path.name}"
+    for name in ("source.parquet", "target.parquet"):
+        tf.io.gfile.makedirs(bucket)
+        tf.io.gfile.copy(str(world["root"] / name), f"{bucket}/{name}")
+    vectors = Item2VecVectors()
+    vectors.uri = f"{bucket}/vectors"
+    params = dict(dim=DIM, window=5, min_count=1, epochs=1, negative=5, seed=0)
+    Item2VecExecutor().Do(
+        {},
+        {"item_vectors": [vectors]},
+        dict(log=f"{bucket}/source.parquet", reproducible=True, workers=1, **params),
+    )
+    assert vectors.get_int_custom_property("count") > 50
+    local = generate(world, tmp_path / "local")
+    remote = {
+        "examples": standard_artifacts.Examples(),
+        "catalogue": ItemCatalogue(),
+        "held_out": HeldOutInteractions(),
+    }
+    for name, artifact in remote.items():
+        artifact.uri = f"{bucket}/{name}"
+    Executor().Do(
+        {"item_vectors": [vectors]},
+        {k: [v] for k, v in remote.items()},
+        {
+            **SAMPLE_PARAMS,
+            "target_log": f"{bucket}/target.parquet",
+            "history_log": f"{bucket}/source.parquet",
+        },
+    )
+    # the same inputs on a URI give the same samples as on the local disk
+    for split in ("train", "eval"):
+        got, expected = read_split(remote["examples"], split), read_split(local["examples"], split)
+        np.testing.assert_array_equal(got["label"], expected["label"])
+        np.testing.assert_array_equal(got["user_vector"], expected["user_vector"])
+    for name in HELD_OUT_FILES:
+        assert tf.io.gfile.exists(f"{bucket}/held_out/{name}")
+    count = remote["catalogue"].get_int_custom_property("count")
+    assert count == local["catalogue"].get_int_custom_property("count") > 0

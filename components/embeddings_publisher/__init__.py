@@ -1,1 +1,2 @@
-"""EmbeddingsPublisher: a pushed version's item embeddings into an ANN index and into Redis."""
+"""EmbeddingsPublisher: a pushed version's item embeddings into an ANN index (`ann`) and into
+Redis (`publishing.publish_version`)."""

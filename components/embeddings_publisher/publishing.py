@@ -1,41 +1,57 @@
-"""What the EmbeddingsPublisher does, as plain functions: read a version's item embeddings, find
-their pretrained vectors, build and measure the ANN index, publish the version to Redis once.
-
-    <output_dir>/ann_index/<version>/   index files, ids.json, item_vectors.npy (pretrained, in
-                                        index row order), manifest.json (backend, version,
-                                        bias, recall@100 against exact search)
-
-The folder is built under a temporary name and renamed into place: complete or absent. In
-Redis a pushed version `v` is the store fingerprint `v<v>` (store versions `v<v>-<token>`).
+"""What the EmbeddingsPublisher does, as named steps: `publish_version` reads a version's item
+embeddings, keeps an index already built (idempotency) or finds the items' pretrained vectors,
+samples recall queries and builds the ANN index (`ann`), then publishes the version to Redis
+once. In Redis a pushed version `v` is the store fingerprint `v<v>` (store versions
+`v<v>-<token>`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from components.common.errors import ArtifactError, DataError
-from components.common.files import read_json
+from components.common.names import ANN_DIR, EMBEDDINGS_FILE, MANIFEST_FILE
+from components.common.paths import copy_tree, is_remote
+from components.common.publish import publish_tree
+from components.embeddings_publisher.ann import (
+    RECALL_QUERIES,
+    PretrainedSource,
+    UserTower,
+    ann_recall,
+    ann_uri,
+    build_ann_index,
+    pretrained_item_vectors,
+    read_index_item_vectors,
+    read_index_manifest,
+    sample_queries,
+)
+from components.item_embeddings.embeddings import read_item_embeddings
+from components.pusher.pushed import PushedTowers
 
-ANN_DIR = "ann_index"
-ITEM_VECTORS_FILE = "item_vectors.npy"
-EMBEDDINGS_FILE = "embeddings.parquet"
-MANIFEST_FILE = "manifest.json"
-PUBLISH_FORMAT = "finetower.ann_index/1"
-RECALL_K = 100
-RECALL_QUERIES = 200
-RECALL_HISTORY = 5  # sample queries: the user tower over the mean of this many random items
+# names the recall service and the tests import from here
+__all__ = [
+    "ANN_DIR",
+    "EMBEDDINGS_FILE",
+    "MANIFEST_FILE",
+    "RECALL_QUERIES",
+    "PublishResult",
+    "UserTower",
+    "ann_dir_for",
+    "ann_recall",
+    "build_ann_index",
+    "publish_version",
+    "pushed_version_of",
+    "read_item_embeddings",
+    "sample_queries",
+    "store_fingerprint",
+]
+
 KEEP_STORE_VERSIONS = 2
 _STORE_VERSION = re.compile(r"^v(\d+)-[0-9a-f]+$")
 
@@ -52,177 +68,10 @@ def pushed_version_of(store_version: str | None) -> int | None:
 
 
 def ann_dir_for(output_dir: str | Path, version: int) -> Path:
-    """`<output_dir>/ann_index/<version>`; a local folder (faiss and annoy write local files)."""
-    if "://" in str(output_dir):
-        raise ArtifactError(f"the ANN index needs a local output_dir, not {output_dir}")
-    return Path(output_dir) / ANN_DIR / str(int(version))
-
-
-def read_item_embeddings(folder: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """(ids, embeddings [n, d] float32, manifest) of an item embeddings folder."""
-    folder = Path(folder)
-    for name in (EMBEDDINGS_FILE, MANIFEST_FILE):
-        if not (folder / name).exists():
-            raise ArtifactError(f"{folder} holds no {name}: not an item embeddings folder")
-    table = pq.read_table(folder / EMBEDDINGS_FILE, columns=["item_id", "embedding"])
-    column = table.column("embedding").combine_chunks()
-    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    n = table.num_rows
-    if n == 0:
-        raise ArtifactError(f"{folder / EMBEDDINGS_FILE} holds no items")
-    embeddings = np.ascontiguousarray(flat.reshape(n, -1))
-    return table.column("item_id").to_pylist(), embeddings, read_json(folder / MANIFEST_FILE)
-
-
-def user_tower_path_for(item_tower_path: str, version: int) -> str:
-    """The pushed user tower beside a pushed item tower (`<serving>/{item,user}_tower/<v>`)."""
-    tower_dir = os.path.dirname(item_tower_path.rstrip("/"))
-    if os.path.basename(tower_dir) != "item_tower":
-        raise ArtifactError(
-            f"{item_tower_path} is not a pushed item tower (<serving>/item_tower/<v>)"
-        )
-    return os.path.join(os.path.dirname(tower_dir), "user_tower", str(int(version)))
-
-
-class UserTower:
-    """The pushed user tower in-process: `query(user_vectors [n, U]) -> [n, 64]`, its bias."""
-
-    def __init__(self, path: str) -> None:
-        import tensorflow as tf
-
-        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            raise ArtifactError(f"no user tower SavedModel at {path}")
-        self.path = path
-        self._serve = tf.saved_model.load(path).signatures["serving_default"]
-        spec = self._serve.structured_input_signature[1]["user_vector"]
-        self.user_dim = int(spec.shape[-1])
-        self.bias = float(self.outputs(np.zeros((1, self.user_dim), np.float32))["bias"][0, 0])
-
-    def outputs(self, user_vectors: np.ndarray) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-
-        out = self._serve(user_vector=tf.constant(np.asarray(user_vectors, np.float32)))
-        return {name: value.numpy() for name, value in out.items()}
-
-    def query(self, user_vectors: np.ndarray) -> np.ndarray:
-        return self.outputs(user_vectors)["query"]
-
-
-def align_vectors(
-    ids: list[str], source_ids: np.ndarray, source_vectors: np.ndarray, source: str
-) -> np.ndarray:
-    """Rows of `source_vectors` for `ids` in that order; every id must be found."""
-    source_ids = pa.array([i.decode() if isinstance(i, bytes) else str(i) for i in source_ids])
-    rows = pc.index_in(pa.array(ids, pa.string()), value_set=source_ids).to_numpy(
-        zero_copy_only=False
-    )
-    missing = np.flatnonzero(np.isnan(rows)) if rows.dtype.kind == "f" else np.empty(0, int)
-    if len(missing):
-        raise ArtifactError(
-            f"{len(missing)} embedded item(s) have no pretrained vector in {source}, "
-            f"e.g. {ids[missing[0]]!r}"
-        )
-    return np.ascontiguousarray(source_vectors[rows.astype(np.int64)], dtype=np.float32)
-
-
-def catalogue_vectors(path: str, item_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of an item catalogue (CSV or word2vec text)."""
-    from components.item_embeddings.catalogue import iter_catalogue
-
-    chunks = list(iter_catalogue(path, item_dim))
-    if not chunks:
-        raise ArtifactError(f"item catalogue {path} is empty")
-    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
-
-
-def example_item_vectors(patterns: list[str], item_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of the distinct items of TFRecord Examples (`item_id`, `item_vector`)."""
-    import tensorflow as tf
-
-    from components.example_gen.recipe_csv import ITEM_ID, ITEM_VECTOR
-
-    files = [f for pattern in patterns for f in tf.io.gfile.glob(pattern)]
-    if not files:
-        raise ArtifactError(f"no Examples found at {patterns}")
-    spec = {
-        ITEM_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
-        ITEM_VECTOR: tf.io.FixedLenFeature([item_dim], tf.float32),
-    }
-    ids, vectors = [], []
-    for compressed in (False, True):  # TFX's readers too tell compression by the file name
-        group = [f for f in files if f.endswith(".gz") == compressed]
-        if not group:
-            continue
-        dataset = tf.data.TFRecordDataset(group, compression_type="GZIP" if compressed else "")
-        for batch in dataset.batch(65536).map(lambda records: tf.io.parse_example(records, spec)):
-            ids.append(batch[ITEM_ID].numpy())
-            vectors.append(batch[ITEM_VECTOR].numpy())
-    ids_all, vectors_all = np.concatenate(ids), np.concatenate(vectors)
-    _, first = np.unique(ids_all, return_index=True)
-    first.sort()
-    return ids_all[first], vectors_all[first]
-
-
-def sample_queries(
-    tower: UserTower, item_vectors: np.ndarray | None, count: int, seed: int
-) -> tuple[np.ndarray, str]:
-    """Seeded recall-test queries `[count, 64]` through the user tower, and how they were made.
-
-    Users in serving are the mean of their last items' pretrained vectors, so the sample is
-    the mean of `RECALL_HISTORY` random items' vectors where those are in the user space;
-    else standard-normal user vectors.
-    """
-    rng = np.random.default_rng(seed)
-    if item_vectors is not None and item_vectors.shape[1] == tower.user_dim:
-        picks = rng.integers(0, len(item_vectors), size=(count, RECALL_HISTORY))
-        users, how = item_vectors[picks].mean(axis=1), f"mean of {RECALL_HISTORY} random items"
-    else:
-        users = rng.standard_normal((count, tower.user_dim)).astype(np.float32)
-        how = "standard-normal user vectors"
-    return tower.query(users.astype(np.float32)), how
-
-
-def ann_recall(index, queries: np.ndarray, embeddings: np.ndarray, k: int = RECALL_K) -> float:
-    """The index's recall@k against exact inner-product search on `queries`."""
-    from components.retrieval_eval.metrics import index_recall
-
-    return index_recall(index, queries, embeddings, min(k, len(embeddings)))
-
-
-def build_ann_index(
-    final: Path,
-    ids: list[str],
-    embeddings: np.ndarray,
-    backend: str,
-    queries: np.ndarray,
-    item_vectors: np.ndarray | None,
-    extra: dict[str, Any],
-    params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Build, measure and save the ANN index at `final` (staged, then renamed into place)."""
-    from serving.index import make_index, read_manifest
-
-    index = make_index(backend, **(params or {})).build(embeddings, ids)
-    recall = ann_recall(index, queries, embeddings)
-    extra = {
-        **extra,
-        "publish_format": PUBLISH_FORMAT,
-        "recall_k": min(RECALL_K, len(ids)),
-        "ann_recall": recall,
-        "recall_queries": len(queries),
-        "item_vectors": ITEM_VECTORS_FILE if item_vectors is not None else None,
-    }
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        index.save(staging, manifest_extra=extra)
-        if item_vectors is not None:
-            np.save(staging / ITEM_VECTORS_FILE, np.ascontiguousarray(item_vectors, np.float32))
-        os.rename(staging, final)  # fails if another run put `final` there first
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return read_manifest(final)
+    """`<output_dir>/ann_index/<version>` as a local folder (the recall service reads one)."""
+    if is_remote(output_dir):
+        raise ArtifactError(f"the recall service reads a local output_dir, not {output_dir}")
+    return Path(ann_uri(str(output_dir), version))
 
 
 @dataclass
@@ -284,3 +133,149 @@ def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise DataError(f"ann_backend {backend!r} is not one of {sorted(BACKENDS)}")
     return backend
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What publishing one version did: its index folder and manifest, the Redis outcome."""
+
+    version: int
+    count: int
+    ann_dir: str
+    ann: dict[str, Any]
+    store: StoreOutcome | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        """The publisher artifact's manifest.json."""
+        manifest = {
+            "version": self.version,
+            "count": self.count,
+            "ann_dir": self.ann_dir,
+            "ann_backend": self.ann["backend"],
+            "ann_params": self.ann["params"],
+            "ann_recall_at_100": self.ann["ann_recall"],
+            "recall_queries": self.ann["recall_queries"],
+            "bias": self.ann["output_bias"],
+        }
+        if self.store is not None:
+            manifest["redis"] = {
+                "published": self.store.published,
+                "store_version": self.store.store_version,
+                "current": self.store.current,
+                "reason": self.store.reason,
+                **({"report": self.store.report} if self.store.report else {}),
+            }
+        return manifest
+
+
+def existing_index(final: str, version: int, count: int) -> dict[str, Any] | None:
+    """The manifest of the version's index if it was built before (checked), else None."""
+    ann = read_index_manifest(final)
+    if ann is not None and (ann.get("version") != version or ann.get("count") != count):
+        raise ArtifactError(f"{final} holds another index than version {version}'s")
+    return ann
+
+
+def index_version(
+    index_dir: str,
+    ids: list[str],
+    embeddings: np.ndarray,
+    embeddings_dir: str,
+    towers: PushedTowers,
+    pretrained: PretrainedSource,
+    *,
+    backend: str,
+    params: dict[str, Any],
+    seed: int,
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Build the version's index at `index_dir`: (its manifest, the items' pretrained vectors)."""
+    tower = UserTower(towers.user_tower_uri)
+    item_vectors, vectors_source = pretrained_item_vectors(ids, pretrained)
+    queries, how = sample_queries(tower, item_vectors, RECALL_QUERIES, seed)
+    ann = build_ann_index(
+        index_dir,
+        ids,
+        embeddings,
+        backend,
+        queries,
+        item_vectors,
+        params=params,
+        extra={
+            "version": towers.version,
+            "output_bias": tower.bias,
+            "user_dim": tower.user_dim,
+            "user_tower": tower.path,
+            "item_tower": towers.item_tower_uri,
+            "item_embeddings": embeddings_dir,
+            "pretrained_items": vectors_source,
+            "recall_query_source": how,
+            "recall_seed": seed,
+        },
+    )
+    logging.info(
+        "version %d: %s index of %d items, recall@%d %.4f",
+        towers.version,
+        backend,
+        len(ids),
+        ann["recall_k"],
+        ann["ann_recall"],
+    )
+    return ann, item_vectors
+
+
+def publish_version(
+    embeddings_dir: str,
+    towers: PushedTowers,
+    output_dir: str,
+    pretrained: PretrainedSource,
+    *,
+    index_dir: str,
+    backend: str,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    redis_url: str | None = None,
+) -> PublishResult:
+    """Index a pushed version's item embeddings into `index_dir` (the publisher's artifact)
+    and publish a copy at `<output_dir>/ann_index/<version>`, the folder users and the recall
+    service read (an index published before is kept and copied back into `index_dir`); with
+    `redis_url`, publish the version to Redis once."""
+    ids, embeddings, _ = read_item_embeddings(embeddings_dir)
+    final = ann_uri(output_dir, towers.version)
+    ann = existing_index(final, towers.version, len(ids))
+    item_vectors = None
+    if ann is not None:
+        logging.info("version %d already indexed at %s", towers.version, final)
+        copy_tree(final, index_dir)
+    else:
+        ann, item_vectors = index_version(
+            index_dir,
+            ids,
+            embeddings,
+            embeddings_dir,
+            towers,
+            pretrained,
+            backend=backend,
+            params=params or {},
+            seed=seed,
+        )
+        publish_tree(index_dir, final, last=MANIFEST_FILE)
+    store = None
+    if redis_url:
+        if item_vectors is None:
+            item_vectors = read_index_item_vectors(final, ann)
+        store = publish_once(
+            redis_url,
+            towers.version,
+            ids,
+            embeddings,
+            item_vectors,
+            float(ann["output_bias"]),
+            source={
+                "pushed_version": towers.version,
+                "ann_index": final,
+                "item_embeddings": embeddings_dir,
+                "user_tower": towers.user_tower_uri,
+            },
+        )
+        logging.info("Redis: %s", store.reason)
+    return PublishResult(towers.version, len(ids), final, ann, store)

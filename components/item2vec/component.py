@@ -2,7 +2,7 @@
 
 Trains item2vec (gensim Word2Vec, skip-gram with negative sampling, seeded) over a behaviour
 log of the data-rich domain (CSV or Parquet with columns user, item, timestamp and optionally
-weight/rating; `components.sample_gen.interactions`), each user's items in time order, and
+weight/rating; `components.common.interactions`), each user's items in time order, and
 writes into its artifact
 
     item_vectors.txt       word2vec text format (gensim's KeyedVectors reads it)
@@ -24,6 +24,7 @@ The log is a path parameter, so TFX's cache sees its path, size and modification
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -33,27 +34,35 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.common.files import read_json, write_json
+from components.common.artifacts import Item2VecVectors
+from components.common.files import write_json
+from components.common.names import (
+    ITEM_VECTORS_BINARY,
+    ITEM_VECTORS_PARQUET,
+    ITEM_VECTORS_TEXT,
+    MANIFEST_FILE,
+)
+from components.common.paths import (
+    absolute,
+    input_fingerprint,
+    is_remote,
+    join,
+    local_copy,
+    read_bytes,
+    upload_files,
+)
+from components.common.vectors import VECTOR_DIM, Vectors
 from components.item2vec.pretrain import PretrainConfig, pretrain
-from components.item2vec.vectors import Vectors
 
-VECTORS_TEXT = "item_vectors.txt"
-VECTORS_BINARY = "item_vectors.bin"
-VECTORS_PARQUET = "item_vectors.parquet"
-MANIFEST_FILE = "manifest.json"
+VECTORS_TEXT = ITEM_VECTORS_TEXT
+VECTORS_BINARY = ITEM_VECTORS_BINARY
+VECTORS_PARQUET = ITEM_VECTORS_PARQUET
 OUTPUT_FILES = (VECTORS_TEXT, VECTORS_BINARY, VECTORS_PARQUET, MANIFEST_FILE)
-
-
-class Item2VecVectors(types.Artifact):
-    """Pretrained item vectors: word2vec text/binary, Parquet, manifest.json."""
-
-    TYPE_NAME = "finetower.Item2VecVectors"
 
 
 class Item2VecSpec(ComponentSpec):
@@ -108,7 +117,10 @@ def run_item2vec(log: str, uri: str, config: PretrainConfig) -> dict:
     """Pretrain on `log` and write the artifact's files into `uri`; return the manifest."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "out"
-        result = pretrain(log, local, config)
+        with local_copy(log) as local_log:  # gensim and pyarrow read local files
+            result = pretrain(local_log, local, config)
+        if is_remote(log):
+            result.manifest["input"]["path"] = log  # where the log is, not its local copy
         write_vectors_parquet(local / VECTORS_PARQUET, result.item_vectors)
         manifest = {
             **result.manifest,
@@ -119,9 +131,7 @@ def run_item2vec(log: str, uri: str, config: PretrainConfig) -> dict:
             "files": list(OUTPUT_FILES),
         }
         write_json(local / MANIFEST_FILE, manifest)
-        tf.io.gfile.makedirs(uri)
-        for name in OUTPUT_FILES:
-            tf.io.gfile.copy(str(local / name), os.path.join(uri, name), overwrite=True)
+        upload_files(local, OUTPUT_FILES, uri)
     return manifest
 
 
@@ -148,14 +158,12 @@ class Executor(base_executor.BaseExecutor):
 
 def read_manifest(artifact_uri: str) -> dict:
     """The manifest.json of an Item2VecVectors artifact."""
-    return read_json(Path(artifact_uri) / MANIFEST_FILE)
+    return json.loads(read_bytes(join(artifact_uri, MANIFEST_FILE)))
 
 
-def _fingerprint(path: str) -> str:
-    if "://" in path or not os.path.exists(path):
-        return path
-    stat = os.stat(path)
-    return f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
+def check_parameters(exec_properties: dict[str, Any]) -> None:
+    """Raise a ValueError naming a bad parameter, when the pipeline is built (not mid-run)."""
+    pretrain_config(exec_properties)
 
 
 class Item2Vec(base_component.BaseComponent):
@@ -168,7 +176,7 @@ class Item2Vec(base_component.BaseComponent):
         self,
         log: str,
         *,
-        dim: int = 128,
+        dim: int = VECTOR_DIM,
         window: int = 5,
         min_count: int = 5,
         epochs: int = 5,
@@ -178,20 +186,20 @@ class Item2Vec(base_component.BaseComponent):
         workers: int = 2,
         min_weight: float | None = None,
     ):
-        PretrainConfig(dim, window, min_count, epochs, negative, workers, seed)  # checks values
-        log = os.path.abspath(log) if "://" not in log else log
-        spec = Item2VecSpec(
-            log=log,
-            log_fingerprint=_fingerprint(log),
-            dim=dim,
-            window=window,
-            min_count=min_count,
-            epochs=epochs,
-            negative=negative,
-            seed=seed,
-            reproducible=reproducible,
-            workers=workers,
-            min_weight=None if min_weight is None else float(min_weight),
-            item_vectors=types.Channel(type=Item2VecVectors),
-        )
+        log = absolute(log)
+        parameters = {
+            "log": log,
+            "log_fingerprint": input_fingerprint(log),
+            "dim": dim,
+            "window": window,
+            "min_count": min_count,
+            "epochs": epochs,
+            "negative": negative,
+            "seed": seed,
+            "reproducible": reproducible,
+            "workers": workers,
+            "min_weight": None if min_weight is None else float(min_weight),
+        }
+        check_parameters(parameters)
+        spec = Item2VecSpec(**parameters, item_vectors=types.Channel(type=Item2VecVectors))
         super().__init__(spec=spec)

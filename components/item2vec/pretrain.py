@@ -1,7 +1,7 @@
 """item2vec: word2vec (skip-gram, negative sampling) over each user's items in time order.
 
 Input is a sequences file (`user<TAB>item item item ...`, one user a line, oldest first)
-or an interaction log (see `components.sample_gen.interactions`), whose rows are ordered
+or an interaction log (see `components.common.interactions`), whose rows are ordered
 per user by time.
 The output directory holds
     item_vectors.txt / .bin   word2vec format, loadable by gensim's KeyedVectors
@@ -34,13 +34,13 @@ import pyarrow.compute as pc
 
 from components.common.errors import DataError
 from components.common.files import atomic_dir, file_sha256, write_json
-from components.item2vec.user_vectors import DEFAULT_LAST_N, user_vector
-from components.item2vec.vectors import Vectors, write_vectors
-from components.sample_gen.interactions import (
+from components.common.interactions import (
     check_interactions,
     is_interactions_table,
     read_interactions,
 )
+from components.common.user_vectors import DEFAULT_LAST_N, user_vector
+from components.common.vectors import VECTOR_DIM, Vectors, write_vectors
 
 FORMAT = "finetower.pretrain/1"
 # gensim's MAX_WORDS_IN_BATCH: its training loop ignores a sentence's tokens past this
@@ -52,7 +52,7 @@ EXAMPLES = 10
 class PretrainConfig:
     """item2vec parameters (gensim's names) and how user vectors are formed."""
 
-    dim: int = 128
+    dim: int = VECTOR_DIM
     window: int = 5
     min_count: int = 5
     epochs: int = 5

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from components.common.errors import DataError
-from components.example_gen.recipe_csv import open_binary
+from components.common.paths import open_binary
 
 BLOCK_BYTES = 4 << 20
 

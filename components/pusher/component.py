@@ -3,13 +3,13 @@
 Pushes when the model is blessed (or when no blessing is wired): both towers of the Trainer's
 Model artifact as `<serving_dir>/{user_tower,item_tower}/<version>`, then `models.config`.
 The same Model artifact always gets the same version (a second, cached run pushes nothing
-new). Outputs a PushedModel with `pushed`, `pushed_version`, `pushed_destination`.
+new). Outputs a PushedModel whose custom properties record the pushed towers' exact URIs
+and version (`components.pusher.pushed`), plus `pushed_destination` and `pushed_model_uri`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -19,7 +19,8 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.pusher import serving_layout
+from components.common.paths import join
+from components.pusher import pushed, serving_layout
 from components.trainer.export import ITEM_TOWER_DIR, USER_TOWER_DIR
 
 
@@ -44,44 +45,52 @@ class Executor(base_executor.BaseExecutor):
         exec_properties: dict[str, Any],
     ) -> None:
         model = artifact_utils.get_single_instance(input_dict["model"])
-        pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        out = artifact_utils.get_single_instance(output_dict["pushed_model"])
         serving_dir = exec_properties["serving_dir"]
-        pushed.set_string_custom_property("pushed_destination", serving_dir)
+        out.set_string_custom_property("pushed_destination", serving_dir)
         blessings = input_dict.get("model_blessing") or []
         if blessings and not model_utils.is_model_blessed(blessings[0]):
             logging.info("model %s is not blessed: nothing pushed", model.uri)
-            pushed.set_int_custom_property("pushed", 0)
+            pushed.record_towers(out, None)
             return
-        version = serving_layout.pushed_version_of(serving_dir, model.uri)
-        if version is None:
-            version = serving_layout.next_version(serving_dir)
-            info = {
-                "model_uri": model.uri,
-                "model_id": model.id,
-                "version": version,
-                "pushed_at": int(time.time()),
-            }
-            # the item tower first: a client that sees the new user tower finds its items' tower
-            for tower, sub in (("item_tower", ITEM_TOWER_DIR), ("user_tower", USER_TOWER_DIR)):
-                serving_layout.publish_version(
-                    os.path.join(model.uri, sub), os.path.join(serving_dir, tower), version, info
-                )
-            logging.info("pushed version %d of both towers to %s", version, serving_dir)
-        else:
-            logging.info("model %s is already served as version %d", model.uri, version)
+        version = push_towers(model, serving_dir)
         serving_layout.write_models_config(
             serving_dir, exec_properties.get("base_path_prefix") or None
         )
         keep = exec_properties.get("keep_versions") or 0
         if keep:
             serving_layout.prune(serving_dir, keep)
-        pushed.set_int_custom_property("pushed", 1)
-        pushed.set_int_custom_property("pushed_version", version)
-        pushed.set_string_custom_property("pushed_model_uri", model.uri)
-        for tower in serving_layout.TOWERS:
-            pushed.set_string_custom_property(
-                f"{tower}_path", os.path.join(serving_dir, tower, str(version))
-            )
+        out.set_string_custom_property("pushed_model_uri", model.uri)
+        pushed.record_towers(
+            out,
+            pushed.PushedTowers(
+                version=version,
+                user_tower_uri=serving_layout.tower_uri(serving_dir, "user_tower", version),
+                item_tower_uri=serving_layout.tower_uri(serving_dir, "item_tower", version),
+            ),
+        )
+
+
+def push_towers(model: types.Artifact, serving_dir: str) -> int:
+    """Both towers of `model` under one new version, or the version it already has."""
+    version = serving_layout.pushed_version_of(serving_dir, model.uri)
+    if version is not None:
+        logging.info("model %s is already served as version %d", model.uri, version)
+        return version
+    version = serving_layout.next_version(serving_dir)
+    info = {
+        "model_uri": model.uri,
+        "model_id": model.id,
+        "version": version,
+        "pushed_at": int(time.time()),
+    }
+    # the item tower first: a client that sees the new user tower finds its items' tower
+    for tower, sub in (("item_tower", ITEM_TOWER_DIR), ("user_tower", USER_TOWER_DIR)):
+        serving_layout.publish_version(
+            join(model.uri, sub), join(serving_dir, tower), version, info
+        )
+    logging.info("pushed version %d of both towers to %s", version, serving_dir)
+    return version
 
 
 class TwoTowerPusher(base_component.BaseComponent):

@@ -7,9 +7,10 @@ at all:
     <serving_dir>/models.config       (model_config_list for --model_config_file)
 
 Versions are integers (TF Serving loads only numeric folders); one number for both towers.
-A version is copied under a hidden temporary name and renamed into place (atomic on a local
-disk); on object stores (gs://, s3://) the numbered folder is written directly with
-`saved_model.pb` last, since TF Serving loads a version only once that file exists.
+A version is published with `components.common.publish.staged_dir`: under a hidden temporary
+name renamed into place on a local disk; on object stores (gs://, s3://) the numbered folder
+is written with `saved_model.pb` last, since TF Serving loads a version only once that file
+exists.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from components.common.paths import absolute, copy_tree, join, write_bytes
+from components.common.publish import staged_dir
+
 TOWERS = ("user_tower", "item_tower")
 MODELS_CONFIG = "models.config"
 PUSH_INFO = os.path.join("assets.extra", "finetower_push.json")
 SAVED_MODEL = "saved_model.pb"
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
 
 
 def versions(model_dir: str) -> list[int]:
@@ -67,54 +67,25 @@ def next_version(serving_dir: str) -> int:
     return max(found, default=0) + 1
 
 
-def _copy_tree(src: str, dst: str, *, last: str | None = None) -> None:
-    """Copy the folder `src` to `dst`; the file named `last` (at the top) is copied last."""
-    deferred = []
-    for root, _dirs, files in tf.io.gfile.walk(src):
-        rel = os.path.relpath(root, src)
-        target = dst if rel == "." else os.path.join(dst, rel)
-        tf.io.gfile.makedirs(target)
-        for name in files:
-            pair = (os.path.join(root, name), os.path.join(target, name))
-            if rel == "." and name == last:
-                deferred.append(pair)
-            else:
-                tf.io.gfile.copy(*pair, overwrite=True)
-    for pair in deferred:
-        tf.io.gfile.copy(*pair, overwrite=True)
-
-
 def publish_version(tower_src: str, model_dir: str, version: int, info: dict) -> str:
-    """Copy one tower's SavedModel to `model_dir/<version>`, complete before it is visible."""
-    final = os.path.join(model_dir, str(version))
-    if tf.io.gfile.exists(final):
-        raise FileExistsError(f"{final} exists: versions are never overwritten")
-    tf.io.gfile.makedirs(model_dir)
-    staging = (
-        final
-        if is_remote(model_dir)
-        else os.path.join(model_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
-    )
-    try:
-        tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(PUSH_INFO)))
-        with tf.io.gfile.GFile(os.path.join(staging, PUSH_INFO), "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True)
-        _copy_tree(tower_src, staging, last=SAVED_MODEL if is_remote(model_dir) else None)
-        if staging != final:
-            tf.io.gfile.rename(staging, final)
-    except BaseException:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)  # never leave a half-written version behind
-        raise
+    """Copy one tower's SavedModel to `model_dir/<version>`, complete before it is visible
+    (`saved_model.pb` last on an object store, where TF Serving waits for it)."""
+    final = join(model_dir, str(version))
+    with staged_dir(final, last=SAVED_MODEL) as staging:
+        copy_tree(tower_src, str(staging))
+        write_bytes(str(staging / PUSH_INFO), json.dumps(info, indent=2, sort_keys=True).encode())
     return final
+
+
+def tower_uri(serving_dir: str, tower: str, version: int) -> str:
+    """The exact URI of one pushed tower version: `<serving_dir>/<tower>/<version>`."""
+    return join(serving_dir, tower, str(int(version)))
 
 
 def models_config(serving_dir: str, base_path_prefix: str | None = None, num_versions: int = 2):
     """A ModelServerConfig serving both towers; `base_path_prefix` replaces `serving_dir` in
     the base paths (a container that mounts the folder elsewhere, e.g. /models)."""
-    root = base_path_prefix or (
-        serving_dir if is_remote(serving_dir) else os.path.abspath(serving_dir)
-    )
+    root = base_path_prefix or absolute(serving_dir)
     config = model_server_config_pb2.ModelServerConfig()
     for tower in TOWERS:
         model = config.model_config_list.config.add()

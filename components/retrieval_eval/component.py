@@ -17,42 +17,41 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.common.errors import ArtifactError
-from components.item2vec.vectors import read_vectors
-from components.item_embeddings.component import EMBEDDINGS_FILE, ItemEmbeddingsArtifact
-from components.retrieval_eval import report
-from components.retrieval_eval.evaluation import Catalogue, build_queries, evaluate, ratios
-from components.sample_gen.component import (
-    CATALOGUE_TABLE,
-    CATALOGUE_TEXT,
+from components.common.artifacts import (
     HeldOutInteractions,
     ItemCatalogue,
+    ItemEmbeddingsArtifact,
+    RetrievalMetrics,
+)
+from components.common.errors import ArtifactError
+from components.common.names import CATALOGUE_TABLE, CATALOGUE_TEXT, EMBEDDINGS_FILE
+from components.common.paths import join, local_copy
+from components.common.vectors import read_vectors
+from components.pusher.pushed import pushed_towers
+from components.retrieval_eval import report
+from components.retrieval_eval.evaluation import (
+    Catalogue,
+    build_queries,
+    evaluate,
+    ratios,
+    read_table,
 )
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 PLOT_FILE = "recall.png"
 TOWER_BATCH = 8192
-
-
-class RetrievalMetrics(types.Artifact):
-    """metrics.json, report.md and recall.png of one retrieval evaluation."""
-
-    TYPE_NAME = "finetower.RetrievalMetrics"
 
 
 class RetrievalEvalSpec(ComponentSpec):
@@ -70,18 +69,11 @@ class RetrievalEvalSpec(ComponentSpec):
     OUTPUTS = {"metrics": ChannelParameter(type=RetrievalMetrics)}
 
 
-def _read_parquet(path: str) -> pa.Table:
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return pq.read_table(pa.BufferReader(f.read()))
-
-
 def read_catalogue(uri: str) -> Catalogue:
     """Catalogue vectors (row order of catalogue.txt) and their target train + eval counts."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / CATALOGUE_TEXT
-        tf.io.gfile.copy(os.path.join(uri, CATALOGUE_TEXT), str(local))
+    with local_copy(join(uri, CATALOGUE_TEXT)) as local:
         vectors = read_vectors(local)
-    table = _read_parquet(os.path.join(uri, CATALOGUE_TABLE))
+    table = read_table(join(uri, CATALOGUE_TABLE))
     counts = dict(
         zip(
             table["item"].to_pylist(),
@@ -121,7 +113,7 @@ def tower_item_embeddings(path: str, item_vectors: np.ndarray) -> np.ndarray:
 
 def served_item_embeddings(uri: str, ids: list[str]) -> np.ndarray:
     """The ItemEmbeddings artifact's embeddings in the catalogue's row order."""
-    table = _read_parquet(os.path.join(uri, EMBEDDINGS_FILE))
+    table = read_table(join(uri, EMBEDDINGS_FILE))
     row_of = {item: row for row, item in enumerate(table["item_id"].to_pylist())}
     missing = [i for i in ids if i not in row_of]
     if missing:
@@ -141,7 +133,7 @@ def write_outputs(uri: str, result: dict[str, Any], title: str) -> None:
         report.plot(result, folder / PLOT_FILE)
         tf.io.gfile.makedirs(uri)
         for name in (METRICS_FILE, REPORT_FILE, PLOT_FILE):
-            tf.io.gfile.copy(str(folder / name), os.path.join(uri, name), overwrite=True)
+            tf.io.gfile.copy(str(folder / name), join(uri, name), overwrite=True)
 
 
 class Executor(base_executor.BaseExecutor):
@@ -160,22 +152,12 @@ class Executor(base_executor.BaseExecutor):
         catalogue = read_catalogue(catalogue_artifact.uri)
         last_n = held_out.get_int_custom_property("last_n") or None
         queries = build_queries(held_out.uri, catalogue, last_n=last_n)
+        towers = pushed_towers(pushed)
         user_tower = item_embeddings = None
-        if pushed.get_int_custom_property("pushed"):
-            user_tower = user_tower_of(pushed.get_string_custom_property("user_tower_path"))
-            served = input_dict.get("item_embeddings") or []
-            if served and served[0].get_int_custom_property("count"):
-                # a version embedded before leaves its files only in the published folder
-                folder = served[0].get_string_custom_property("published_dir") or served[0].uri
-                item_embeddings = served_item_embeddings(folder, catalogue.ids)
-                queries.protocol["item_embeddings"] = "served (ItemEmbeddings artifact)"
-            else:
-                item_embeddings = tower_item_embeddings(
-                    pushed.get_string_custom_property("item_tower_path"),
-                    catalogue.vectors.vectors,
-                )
-                queries.protocol["item_embeddings"] = "pushed item tower over the catalogue"
-            queries.protocol["pushed_version"] = pushed.get_int_custom_property("pushed_version")
+        if towers is not None:
+            user_tower = user_tower_of(towers.user_tower_uri)
+            item_embeddings = self._item_embeddings(input_dict, towers, catalogue, queries)
+            queries.protocol["pushed_version"] = towers.version
         result = evaluate(
             catalogue,
             queries,
@@ -191,6 +173,17 @@ class Executor(base_executor.BaseExecutor):
         logging.info(
             "retrieval eval: %s", {n: m.get("hit_rate@50") for n, m in result["methods"].items()}
         )
+
+    @staticmethod
+    def _item_embeddings(input_dict, towers, catalogue: Catalogue, queries) -> np.ndarray:
+        """The served embeddings (ItemEmbeddings artifact) in catalogue order, else the
+        pushed item tower over the catalogue; the protocol says which."""
+        served = input_dict.get("item_embeddings") or []
+        if served and served[0].get_int_custom_property("count"):
+            queries.protocol["item_embeddings"] = "served (ItemEmbeddings artifact)"
+            return served_item_embeddings(served[0].uri, catalogue.ids)
+        queries.protocol["item_embeddings"] = "pushed item tower over the catalogue"
+        return tower_item_embeddings(towers.item_tower_uri, catalogue.vectors.vectors)
 
 
 class RetrievalEval(base_component.BaseComponent):

@@ -29,7 +29,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.common.errors import DataError
-from components.item2vec.vectors import Vectors
+from components.common.histories import query_user_vectors
+from components.common.names import HISTORIES_TABLE, interactions_table
+from components.common.paths import join, read_bytes
+from components.common.vectors import Vectors
 from components.retrieval_eval.metrics import (
     DEFAULT_KS,
     DotScorer,
@@ -38,10 +41,14 @@ from components.retrieval_eval.metrics import (
     index_recall,
     ranking_metrics,
 )
-from components.sample_gen.samples import query_user_vectors
 
 # user vectors [n, U] -> (query [n, 64], bias [n])
 UserTower = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def read_table(path: str) -> pa.Table:
+    """A Parquet table from a local path or a URI."""
+    return pq.read_table(pa.BufferReader(read_bytes(path)))
 
 
 @dataclass
@@ -76,12 +83,12 @@ def _rows(column: pa.ChunkedArray | pa.Array, ids: list[str]) -> np.ndarray:
 
 def build_queries(held_out_dir: str | Path, catalogue: Catalogue, *, last_n: int | None) -> Queries:
     """Queries from SampleGen's held-out tables (see the module docstring)."""
-    folder = Path(held_out_dir)
-    test = pq.read_table(folder / "test_interactions.parquet")
+    folder = str(held_out_dir)
+    test = read_table(join(folder, interactions_table("test")))
     seen = pa.concat_tables(
-        [pq.read_table(folder / f"{s}_interactions.parquet") for s in ("train", "val")]
+        [read_table(join(folder, interactions_table(s))) for s in ("train", "val")]
     )
-    histories = pq.read_table(folder / "histories.parquet")
+    histories = read_table(join(folder, HISTORIES_TABLE))
     if test.num_rows == 0:
         raise DataError("no held-out (test) event to evaluate on", folder)
     test_items = _rows(test["item"], catalogue.ids)

@@ -22,6 +22,7 @@ their training interaction count.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -118,6 +119,66 @@ def _group(keys: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray, np.n
     return uniq, np.append(starts, len(keys)), items
 
 
+@dataclass
+class _Relevance:
+    """Evaluated users (sorted), their test items and their training items as CSR rows."""
+
+    users: np.ndarray
+    test_offsets: np.ndarray
+    test_cols: np.ndarray
+    train_offsets: np.ndarray
+    train_cols: np.ndarray
+    test_pairs: int
+    test_pairs_in_train: int
+
+
+def _relevance(
+    test_users: np.ndarray,
+    test_items: np.ndarray,
+    train_users: np.ndarray | None,
+    train_items: np.ndarray | None,
+    n_items: int,
+) -> _Relevance:
+    """Test pairs less training pairs, grouped by user; training items of those users only."""
+    test_keys = np.unique(_pair_keys(test_users, test_items, n_items))
+    train_keys = np.empty(0, np.int64)
+    if train_users is not None and len(train_users):
+        train_keys = np.unique(_pair_keys(train_users, train_items, n_items))
+    in_train = np.isin(test_keys, train_keys, assume_unique=True)
+    test_keys = test_keys[~in_train]
+    users, test_offsets, test_cols = _group(test_keys, n_items)
+    train_keys = train_keys[np.isin(train_keys // n_items, users)]
+    train_rows = np.searchsorted(users, train_keys // n_items)
+    train_counts = np.bincount(train_rows, minlength=len(users))
+    train_offsets = np.concatenate([[0], np.cumsum(train_counts)])
+    return _Relevance(
+        users,
+        test_offsets,
+        test_cols,
+        train_offsets,
+        train_keys % n_items,
+        len(test_keys),
+        int(in_train.sum()),
+    )
+
+
+def _add_cutoffs(
+    totals: dict[str, float], hits: np.ndarray, n_relevant: np.ndarray, ks: list[int]
+) -> None:
+    """Add a block's Recall, HitRate and NDCG at each K (`hits [b, k_max]` in rank order)."""
+    k_max = hits.shape[1]
+    discounts = 1.0 / np.log2(np.arange(2, k_max + 2, dtype=np.float64))
+    ideal = np.cumsum(discounts)
+    for k in ks:
+        kk = min(k, k_max)
+        found = hits[:, :kk].sum(1)
+        totals[f"recall@{k}"] += float((found / n_relevant).sum())
+        totals[f"hit_rate@{k}"] += float((found > 0).sum())
+        dcg = (hits[:, :kk] * discounts[:kk]).sum(1)
+        idcg = ideal[np.minimum(n_relevant, kk) - 1]
+        totals[f"ndcg@{k}"] += float((dcg / idcg).sum())
+
+
 def ranking_metrics(
     scorer: Scorer,
     test_users: np.ndarray,
@@ -138,22 +199,8 @@ def ranking_metrics(
     if not ks or ks[0] < 1:
         raise DataError(f"cut-offs must be positive integers, got {ks}")
     k_max = min(ks[-1], n_items)
-    test_keys = np.unique(_pair_keys(test_users, test_items, n_items))
-    train_keys = np.empty(0, np.int64)
-    if train_users is not None and len(train_users):
-        train_keys = np.unique(_pair_keys(train_users, train_items, n_items))
-    in_train = np.isin(test_keys, train_keys, assume_unique=True)
-    test_keys = test_keys[~in_train]
-    users, test_offsets, test_cols = _group(test_keys, n_items)
-    # training items of the evaluated users only, as CSR aligned with `users`
-    train_keys = train_keys[np.isin(train_keys // n_items, users)]
-    train_rows = np.searchsorted(users, train_keys // n_items)
-    train_counts = np.bincount(train_rows, minlength=len(users))
-    train_offsets = np.concatenate([[0], np.cumsum(train_counts)])
-    train_cols = train_keys % n_items
-
-    discounts = 1.0 / np.log2(np.arange(2, k_max + 2, dtype=np.float64))
-    ideal = np.cumsum(discounts)
+    rel = _relevance(test_users, test_items, train_users, train_items, n_items)
+    users = rel.users
     totals = {f"{name}@{k}": 0.0 for k in ks for name in ("recall", "hit_rate", "ndcg")}
     totals["mrr"] = 0.0
     batch = max(1, block_bytes // (n_items * BYTES_PER_SCORE))
@@ -161,26 +208,19 @@ def ranking_metrics(
         stop = min(start + batch, len(users))
         b = stop - start
         block = np.array(scorer.scores(users[start:stop]), dtype=np.float32)
-        local = np.repeat(np.arange(b), np.diff(train_offsets[start : stop + 1]))
-        block[local, train_cols[train_offsets[start] : train_offsets[stop]]] = -np.inf
+        local = np.repeat(np.arange(b), np.diff(rel.train_offsets[start : stop + 1]))
+        block[local, rel.train_cols[rel.train_offsets[start] : rel.train_offsets[stop]]] = -np.inf
         # relevant items as (local row, column) keys: no [b, n_items] mask needed
-        n_relevant = np.diff(test_offsets[start : stop + 1])
+        n_relevant = np.diff(rel.test_offsets[start : stop + 1])
         test_local = np.repeat(np.arange(b), n_relevant)
-        test_slice = test_cols[test_offsets[start] : test_offsets[stop]]
+        test_slice = rel.test_cols[rel.test_offsets[start] : rel.test_offsets[stop]]
         test_keys_b = test_local * n_items + test_slice  # sorted: rows, then columns
 
         top_keys = top_k(block, k_max) + np.arange(b)[:, None] * n_items
         # membership by binary search in the batch's sorted test keys
         where = np.minimum(np.searchsorted(test_keys_b, top_keys), len(test_keys_b) - 1)
         hits = (test_keys_b[where] == top_keys).astype(np.float64)  # [b, k_max]
-        for k in ks:
-            kk = min(k, k_max)
-            found = hits[:, :kk].sum(1)
-            totals[f"recall@{k}"] += float((found / n_relevant).sum())
-            totals[f"hit_rate@{k}"] += float((found > 0).sum())
-            dcg = (hits[:, :kk] * discounts[:kk]).sum(1)
-            idcg = ideal[np.minimum(n_relevant, kk) - 1]
-            totals[f"ndcg@{k}"] += float((dcg / idcg).sum())
+        _add_cutoffs(totals, hits, n_relevant, ks)
         # MRR: a hit in the top k_max gives the rank directly; the rest need a full count
         first = np.where(hits.any(1), hits.argmax(1) + 1, 0)
         missed = np.flatnonzero(first == 0)
@@ -194,8 +234,8 @@ def ranking_metrics(
     metrics = {name: value / n_users if n_users else float("nan") for name, value in totals.items()}
     metrics.update(
         users=n_users,
-        test_pairs=len(test_keys),
-        test_pairs_in_train=int(in_train.sum()),
+        test_pairs=rel.test_pairs,
+        test_pairs_in_train=rel.test_pairs_in_train,
         items=n_items,
     )
     return metrics

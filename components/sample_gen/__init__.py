@@ -1,2 +1,3 @@
-"""Fine-tuning samples from interaction logs: logs and their checks, MovieLens, a transfer
-split, a synthetic two-domain world, and `samples.build_samples`."""
+"""Fine-tuning samples from interaction logs: MovieLens, a transfer split, a synthetic
+two-domain world, and `samples.build_samples` (its steps: `config`, `inputs`, `holdout`,
+`negatives`, `writing`)."""

@@ -24,8 +24,8 @@ and the target's train events; held-out events never enter one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,40 +41,36 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.example_gen.recipe_csv import ITEM_ID, ITEM_VECTOR, LABEL, USER_ID, USER_VECTOR
-from components.item2vec.component import Item2VecVectors
-from components.item2vec.vectors import Vectors, write_vectors
-from components.sample_gen.samples import (
-    SampleConfig,
-    SampleRows,
-    build_samples,
-    load_item_vectors,
+from components.common.artifacts import HeldOutInteractions, Item2VecVectors, ItemCatalogue
+from components.common.names import (
+    CATALOGUE_TABLE,
+    CATALOGUE_TEXT,
+    HISTORIES_TABLE,
+    MANIFEST_FILE,
+    interactions_table,
 )
+from components.common.paths import (
+    absolute,
+    input_fingerprint,
+    join,
+    local_copy,
+    local_tree,
+    upload_files,
+)
+from components.common.vectors import Vectors, write_vectors
+from components.example_gen.recipe_csv import ITEM_ID, ITEM_VECTOR, LABEL, USER_ID, USER_VECTOR
+from components.sample_gen.config import SPLITS, SampleConfig
+from components.sample_gen.inputs import load_item_vectors
+from components.sample_gen.samples import SampleRows, build_samples
 
 # build_samples' split -> the Examples split (test stays out: it is the retrieval hold-out)
 EXAMPLE_SPLITS = {"train": "train", "val": "eval"}
 SHARD_NAME = "data-00000.tfrecord"
-CATALOGUE_TEXT = "catalogue.txt"
-CATALOGUE_TABLE = "catalogue.parquet"
 HELD_OUT_FILES = (
-    "train_interactions.parquet",
-    "val_interactions.parquet",
-    "test_interactions.parquet",
-    "histories.parquet",
-    "manifest.json",
+    *(interactions_table(split) for split in SPLITS),
+    HISTORIES_TABLE,
+    MANIFEST_FILE,
 )
-
-
-class ItemCatalogue(types.Artifact):
-    """Items to embed and rank: catalogue.txt (word2vec text) and catalogue.parquet."""
-
-    TYPE_NAME = "finetower.ItemCatalogue"
-
-
-class HeldOutInteractions(types.Artifact):
-    """Target events by split, and the histories query vectors are made of."""
-
-    TYPE_NAME = "finetower.HeldOutInteractions"
 
 
 class SampleGenSpec(ComponentSpec):
@@ -131,7 +127,7 @@ class ExamplesWriter:
         for name in EXAMPLE_SPLITS.values():
             uri = artifact_utils.get_split_uri([examples], name)
             tf.io.gfile.makedirs(uri)
-            self._writers[name] = tf.io.TFRecordWriter(os.path.join(uri, SHARD_NAME))
+            self._writers[name] = tf.io.TFRecordWriter(join(uri, SHARD_NAME))
 
     def __call__(self, split: str, rows: SampleRows) -> None:
         name = EXAMPLE_SPLITS.get(split)
@@ -163,7 +159,7 @@ def write_catalogue(uri: str, item_vectors: Vectors, held_out_dir: Path) -> int:
     """catalogue.txt (every item with a vector) and its target counts; return its size."""
     counts = {}
     for split in ("train", "val"):
-        items = pq.read_table(held_out_dir / f"{split}_interactions.parquet")["item"]
+        items = pq.read_table(held_out_dir / interactions_table(split))["item"]
         ids, n = np.unique(items.to_numpy(zero_copy_only=False).astype(str), return_counts=True)
         counts[split] = dict(zip(ids.tolist(), n.tolist(), strict=True))
     with tempfile.TemporaryDirectory() as tmp:
@@ -182,9 +178,7 @@ def write_catalogue(uri: str, item_vectors: Vectors, held_out_dir: Path) -> int:
             ),
             Path(tmp) / CATALOGUE_TABLE,
         )
-        tf.io.gfile.makedirs(uri)
-        for name in (CATALOGUE_TEXT, CATALOGUE_TABLE):
-            tf.io.gfile.copy(os.path.join(tmp, name), os.path.join(uri, name), overwrite=True)
+        upload_files(tmp, (CATALOGUE_TEXT, CATALOGUE_TABLE), uri)
     return len(item_vectors)
 
 
@@ -195,7 +189,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list],
         exec_properties: dict[str, Any],
     ) -> None:
-        vectors_dir = artifact_utils.get_single_instance(input_dict["item_vectors"]).uri
+        vectors_uri = artifact_utils.get_single_instance(input_dict["item_vectors"]).uri
         examples = artifact_utils.get_single_instance(output_dict["examples"])
         catalogue = artifact_utils.get_single_instance(output_dict["catalogue"])
         held_out = artifact_utils.get_single_instance(output_dict["held_out"])
@@ -204,22 +198,18 @@ class Executor(base_executor.BaseExecutor):
 
         config = sample_config(exec_properties)
         writer = ExamplesWriter(examples)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "samples"
+        with contextlib.ExitStack() as stack:  # gensim and pyarrow read local copies of URIs
+            target = stack.enter_context(local_copy(exec_properties["target_log"]))
+            history = stack.enter_context(local_copy(exec_properties.get("history_log") or None))
+            vectors_dir = stack.enter_context(local_tree(vectors_uri))
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "samples"
             try:
                 manifest = build_samples(
-                    exec_properties["target_log"],
-                    vectors_dir,
-                    out,
-                    source=exec_properties.get("history_log") or None,
-                    config=config,
-                    sink=writer,
+                    target, vectors_dir, out, source=history, config=config, sink=writer
                 )
             finally:
                 writer.close()
-            tf.io.gfile.makedirs(held_out.uri)
-            for name in HELD_OUT_FILES:
-                tf.io.gfile.copy(str(out / name), os.path.join(held_out.uri, name), overwrite=True)
+            upload_files(out, HELD_OUT_FILES, held_out.uri)
             item_vectors, _ = load_item_vectors(vectors_dir)
             size = write_catalogue(catalogue.uri, item_vectors, out)
         for name, rows in writer.rows.items():
@@ -230,15 +220,9 @@ class Executor(base_executor.BaseExecutor):
         logging.info("sample_gen: %s rows; catalogue of %d items", writer.rows, size)
 
 
-def _fingerprint(*paths: str | None) -> str:
-    parts = []
-    for path in paths:
-        if path and "://" not in path and os.path.exists(path):
-            stat = os.stat(path)
-            parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
-        elif path:
-            parts.append(path)
-    return ";".join(parts)
+def check_parameters(exec_properties: dict[str, Any]) -> None:
+    """Raise a ValueError naming a bad parameter, when the pipeline is built (not mid-run)."""
+    sample_config(exec_properties)
 
 
 class SampleGen(base_component.BaseComponent):
@@ -259,20 +243,22 @@ class SampleGen(base_component.BaseComponent):
         min_weight: float | None = None,
         seed: int = 0,
     ):
-        SampleConfig(negatives=negatives, negative_sampling=negative_sampling, last_n=last_n)
-        target_log, history_log = (
-            os.path.abspath(p) if p and "://" not in p else p for p in (target_log, history_log)
-        )
+        target_log = absolute(target_log)
+        history_log = absolute(history_log) if history_log else None
+        parameters = {
+            "target_log": target_log,
+            "history_log": history_log,
+            "log_fingerprint": input_fingerprint(target_log, history_log),
+            "negatives": negatives,
+            "negative_sampling": negative_sampling,
+            "last_n": last_n,
+            "min_weight": min_weight,
+            "seed": seed,
+        }
+        check_parameters(parameters)
         spec = SampleGenSpec(
+            **parameters,
             item_vectors=item_vectors,
-            target_log=target_log,
-            history_log=history_log,
-            log_fingerprint=_fingerprint(target_log, history_log),
-            negatives=negatives,
-            negative_sampling=negative_sampling,
-            last_n=last_n,
-            min_weight=min_weight,
-            seed=seed,
             examples=types.Channel(type=standard_artifacts.Examples),
             catalogue=types.Channel(type=ItemCatalogue),
             held_out=types.Channel(type=HeldOutInteractions),

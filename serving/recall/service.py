@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from components.common.user_vectors import DEFAULT_LAST_N, history_weights
 from components.embeddings_publisher.publishing import pushed_version_of
-from components.item2vec.user_vectors import DEFAULT_LAST_N, history_weights
 from serving.recall.metrics import Metrics
 from serving.recall.snapshot import Snapshot, complete_versions, load_snapshot, top_items
 

@@ -1,0 +1,109 @@
+"""Item embeddings files, as pure functions: the Parquet table, its manifest, reading both.
+
+    embeddings.parquet   item_id string, embedding list<float32>[dim]
+    manifest.json        version, towers, count, dim, source (and `catalogue`, the file
+                         itself or null), unmatched training items
+
+Paths may be local or URIs (`tf.io.gfile`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow as tf
+
+from components.common.errors import ArtifactError
+from components.common.names import EMBEDDINGS_FILE, MANIFEST_FILE
+from components.common.paths import join, read_bytes, write_bytes
+from components.pusher.pushed import PushedTowers
+
+EMBEDDINGS_SCHEMA = pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32()))])
+EXAMPLES_SOURCE = "distinct item vectors of the Examples"
+
+
+def _string_ids(ids) -> list[str]:
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
+def embeddings_table(ids, embeddings: np.ndarray) -> pa.Table:
+    """`ids [n]` (str or bytes) and `embeddings [n, dim]` as the embeddings table."""
+    return pa.Table.from_arrays(
+        [
+            pa.array(_string_ids(ids), pa.string()),
+            pa.FixedSizeListArray.from_arrays(
+                pa.array(np.asarray(embeddings, np.float32).ravel(), pa.float32()),
+                embeddings.shape[1],
+            ).cast(pa.list_(pa.float32())),
+        ],
+        schema=EMBEDDINGS_SCHEMA,
+    )
+
+
+def write_embeddings(path: str, batches: list[tuple[np.ndarray, np.ndarray]]) -> int:
+    """Write (item_id, embedding) batches as one Parquet file; return the row count."""
+    if not batches:
+        raise ArtifactError(f"no item embeddings to write to {path}")
+    table = pa.concat_tables([embeddings_table(ids, emb) for ids, emb in batches])
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    write_bytes(path, buffer.getvalue().to_pybytes())
+    return table.num_rows
+
+
+def build_manifest(
+    towers: PushedTowers, count: int, dim: int, source: str | None, unmatched: int
+) -> dict[str, Any]:
+    """The manifest of one version's embeddings (`source`: the catalogue, None for the
+    Examples' distinct item vectors)."""
+    return {
+        "version": towers.version,
+        "model": towers.item_tower_uri,
+        "user_tower": towers.user_tower_uri,
+        "count": int(count),
+        "dim": int(dim),
+        "source": source or EXAMPLES_SOURCE,
+        # where the embedded items' pretrained vectors are (the publisher reads them)
+        "catalogue": source,
+        "unmatched_training_items": int(unmatched) if source else 0,
+    }
+
+
+def write_manifest(folder: str, manifest: dict[str, Any]) -> None:
+    if manifest["unmatched_training_items"]:
+        logging.warning(
+            "%d training item vector(s) are not in the catalogue %s",
+            manifest["unmatched_training_items"],
+            manifest["source"],
+        )
+    write_bytes(join(folder, MANIFEST_FILE), json.dumps(manifest, indent=2).encode())
+
+
+def read_manifest(folder: str) -> dict[str, Any] | None:
+    """The manifest of an item embeddings folder, None when it has none (not embedded)."""
+    path = join(folder, MANIFEST_FILE)
+    return json.loads(read_bytes(path)) if tf.io.gfile.exists(path) else None
+
+
+def read_item_embeddings(folder: str) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """(ids, embeddings [n, d] float32, manifest) of an item embeddings folder."""
+    folder = str(folder)
+    for file_name in (EMBEDDINGS_FILE, MANIFEST_FILE):
+        if not tf.io.gfile.exists(join(folder, file_name)):
+            raise ArtifactError(f"{folder} holds no {file_name}: not an item embeddings folder")
+    table = pq.read_table(
+        io.BytesIO(read_bytes(join(folder, EMBEDDINGS_FILE))), columns=["item_id", "embedding"]
+    )
+    n = table.num_rows
+    if n == 0:
+        raise ArtifactError(f"{join(folder, EMBEDDINGS_FILE)} holds no items")
+    column = table.column("embedding").combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    embeddings = np.ascontiguousarray(flat.reshape(n, -1))
+    return table.column("item_id").to_pylist(), embeddings, read_manifest(folder)

@@ -6,10 +6,13 @@ when the part does; a version pushed under load fails no request."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -18,8 +21,11 @@ from test_recall_service import REPO, ModelServer, prepare_output, wait_for
 
 from tests.redis_server import RedisServer, free_port, redis_server_path
 
-TIMEOUT_S = 0.5  # the service's --timeout_s for TF Serving and Redis calls
+TIMEOUT_S = 0.5  # the service's --timeout_s: each request's deadline from its arrival
 BOUND_S = TIMEOUT_S + 2.0  # an outage's answer: the timeout plus a loaded machine's slack
+MARGIN_S = 0.35  # past the deadline, under 64 concurrent clients on a 2-core machine
+MAX_IN_FLIGHT = 48  # the service's --max_in_flight, below the 64 clients of the stall test
+HEADER_TIMEOUT_S = 1.0
 USER = {"user_vector": [0.05] * 128, "n": 5}
 
 
@@ -56,6 +62,12 @@ def world(pushed_run, tmp_path_factory):
                 str(TIMEOUT_S),
                 "--poll_s",
                 "0.2",
+                "--max_in_flight",
+                str(MAX_IN_FLIGHT),
+                "--header_timeout_s",
+                str(HEADER_TIMEOUT_S),
+                "--body_timeout_s",
+                str(HEADER_TIMEOUT_S),
                 "--log_level",
                 "warning",
             ],
@@ -83,6 +95,7 @@ def world(pushed_run, tmp_path_factory):
             "http": http,
             "history": [item["item_id"] for item in history],
             "log": root / "recall.log",
+            "port": port,
         }
         http.close()
     finally:
@@ -184,3 +197,92 @@ def test_a_version_pushed_under_load_fails_no_request(world):
         # each client saw version 1, then version 2, and never 1 again once it had seen 2
         assert versions[0] == 1 and versions[-1] == 2
         assert versions == sorted(versions)
+
+
+def concurrent_posts(base_url, body: dict, clients: int) -> list[tuple[int, float, httpx.Response]]:
+    """`clients` requests sent together, each on its own warm connection: (status, seconds)."""
+    barrier = threading.Barrier(clients)
+
+    def one(_: int) -> tuple[int, float, httpx.Response]:
+        with httpx.Client(base_url=base_url, timeout=30.0) as own:
+            own.get("/health/live")  # connect before the clock starts
+            barrier.wait(timeout=60)
+            started = time.monotonic()
+            answer = own.post("/recall", json=body)
+            return answer.status_code, time.monotonic() - started, answer
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(one, range(clients)))
+
+
+def test_a_stalled_model_server_answers_every_request_by_its_deadline_and_recovers(world):
+    """64 clients at once while the model server is SIGSTOPped: beyond --max_in_flight an
+    immediate 503 with Retry-After; the others 503 by their deadline (arrival + timeout);
+    none later than the deadline plus a small margin. After SIGCONT all answer 200."""
+    http, server = world["http"], world["model_server"]
+    base_url = http.base_url
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        answers = concurrent_posts(base_url, USER, 64)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    statuses = [status for status, _, _ in answers]
+    slowest = max(seconds for _, seconds, _ in answers)
+    assert set(statuses) == {503}, statuses
+    assert slowest <= TIMEOUT_S + MARGIN_S, sorted(s for _, s, _ in answers)[-5:]
+    busy = [a for _, _, a in answers if "busy" in a.json()["error"]]
+    assert len(busy) >= 64 - MAX_IN_FLIGHT
+    assert all(a.headers["retry-after"] == "1" for a in busy)
+    for _, _, answer in answers:
+        assert server.target not in answer.text and world["redis"].url not in answer.text
+
+    wait_for(lambda: http.post("/recall", json=USER).status_code == 200, 30, "no recovery")
+    wait_for(lambda: http.get("/health/ready").status_code == 200, 30, "not ready again")
+    recovered = concurrent_posts(base_url, USER, 32)
+    assert {status for status, _, _ in recovered} == {200}
+    assert max(seconds for _, seconds, _ in recovered) <= TIMEOUT_S + MARGIN_S
+
+
+def test_a_client_that_sends_its_headers_slowly_is_cut_off(world):
+    """The real uvicorn process: a request whose headers never complete gets 408 and a closed
+    connection after --header_timeout_s, even while it trickles bytes; others are served."""
+    with socket.create_connection(("127.0.0.1", world["port"]), timeout=10) as slow:
+        started = time.monotonic()
+        slow.sendall(b"POST /recall HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        trickled = 0
+        while time.monotonic() - started < HEADER_TIMEOUT_S + 0.5:
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")  # a header line now and then, never the end
+                trickled += 1
+            except OSError:
+                break  # the server closed it
+            assert world["http"].get("/health/live").status_code == 200
+            slow.settimeout(0.2)
+            try:
+                if slow.recv(1, socket.MSG_PEEK):
+                    break  # the server answered
+            except TimeoutError:
+                pass
+        slow.settimeout(10)
+        answer = b""
+        while chunk := slow.recv(4096):  # until the server closes
+            answer += chunk
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert HEADER_TIMEOUT_S <= elapsed < HEADER_TIMEOUT_S + 1.0 and trickled > 1
+
+
+def test_a_body_that_never_arrives_is_408(world):
+    with socket.create_connection(("127.0.0.1", world["port"]), timeout=10) as slow:
+        started = time.monotonic()
+        slow.sendall(
+            b"POST /recall HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b'content-length: 100\r\n\r\n{"user_vector": ['
+        )
+        answer = slow.recv(4096)
+        elapsed = time.monotonic() - started
+        while not answer.endswith(b"}") and (chunk := slow.recv(4096)):
+            answer += chunk  # the body may follow the head in a second packet
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"field":"body"' in answer.replace(b" ", b"")
+    assert HEADER_TIMEOUT_S <= elapsed < HEADER_TIMEOUT_S + 1.0

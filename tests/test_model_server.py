@@ -258,6 +258,28 @@ def test_reload_config_is_refused_unless_the_server_allows_it(stubs, server, ser
     assert _status(stubs, "user_tower")[1] == AVAILABLE  # nothing was unloaded
 
 
+def test_the_kubernetes_readiness_probe_passes_only_while_the_towers_are_available(server):
+    """The manifest's exec probe, run by bash against the stand-in's REST port."""
+    import subprocess
+
+    import yaml
+
+    manifest = Path(__file__).resolve().parents[1] / "serving" / "tf_serving" / "kubernetes.yaml"
+    (deployment,) = [
+        d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Deployment"
+    ]
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]
+    port = server.rest_url.rsplit(":", 1)[1]
+    script = command["command"][-1].replace("/8501", f"/{port}")
+
+    def probe(text: str) -> int:
+        return subprocess.run(["bash", "-c", text], timeout=30).returncode
+
+    assert probe(script) == 0
+    assert probe(script.replace("item_tower", "no_such_tower")) != 0  # 404: not ready
+    assert probe(script.replace("user_tower item_tower", PINNED)) == 0
+
+
 def test_the_stand_in_binds_loopback_unless_told(serving_root):
     from serving.model_server.__main__ import parse_args
 

@@ -128,7 +128,7 @@ class VersionFollower:
             if pinned is not None:
                 return [(pinned, None)]
             return [(v, None) for v in reversed(complete_versions(self.output_dir))][:MAX_CHOICES]
-        from serving.store import StoreUnavailable, pushed_version_of
+        from serving.store import StoreUnavailable, VersionNotFound, pushed_version_of
 
         try:
             current = self.watcher.current_version()
@@ -136,7 +136,10 @@ class VersionFollower:
             kept += [v for v in self.watcher.versions() if v != current]
             choices: list[Key] = []
             for store_version in kept[:MAX_CHOICES]:
-                source = self.watcher.manifest(store_version).get("source", {})
+                try:
+                    source = self.watcher.manifest(store_version).get("source", {})
+                except VersionNotFound:
+                    continue  # pruned since it was listed
                 pushed = source.get("pushed_version", pushed_version_of(store_version))
                 if pushed is not None and all(p != int(pushed) for p, _ in choices):
                     choices.append((int(pushed), store_version))

@@ -18,8 +18,9 @@ from serving.store.layout import (
 )
 from serving.store.naming import pushed_version_of, store_fingerprint
 from serving.store.pin import PIN_FILE, clear_pin, read_pin, write_pin
-from serving.store.publish import PublishReport, publish, rollback, unpin
+from serving.store.publish import PublishReport, publish
 from serving.store.reader import LoadedVersion, Lookup, StoreReader
+from serving.store.rollback import rollback, unpin
 
 __all__ = [
     "DEFAULT_BATCH",

@@ -16,7 +16,7 @@ import sys
 from serving.store.layout import StoreError
 from serving.store.naming import pushed_version_of
 from serving.store.pin import clear_pin, write_pin
-from serving.store.publish import rollback, unpin
+from serving.store.rollback import rollback, unpin
 
 REDIS_URL_ENV = "FINETOWER_REDIS_URL"
 

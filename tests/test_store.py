@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from components.common.errors import ArtifactError, DataError, FinetowerError
-from components.item2vec.vectors import Vectors, read_vectors, write_vectors
+from components.common.vectors import Vectors, read_vectors, write_vectors
 from serving.index import make_index
 from serving.store import (
     Keys,

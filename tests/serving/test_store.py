@@ -33,7 +33,7 @@ from serving.store import (
     unpin,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def catalogue(n: int, value: float | None = None, seed: int = 0):

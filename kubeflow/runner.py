@@ -197,6 +197,13 @@ def no_cache_for_baseline(spec: dict) -> dict:
     return spec
 
 
+WINDOW_REFUSED = (
+    "--window_spans {n}: a rolling window of spans is resolved by a resolver node, which "
+    "open-source KFP does not run; compile with --target vertex, or use --window_spans 1 "
+    "(ExampleGen's newest span, no resolver)"
+)
+
+
 def compile_pipeline(
     config: configs.PipelineConfig,
     output_dir: str,
@@ -239,6 +246,8 @@ def compile_pipeline(
     if target == "vertex":
         return {"json": job_path}
 
+    if config.window_spans > 1:  # rolling_range compiles to a resolver node
+        raise SystemExit(WINDOW_REFUSED.format(n=config.window_spans))
     pipeline, parameters = _pipeline_for(config, "push_records")
     kfp_job = _compile_without_runner(pipeline, image)
     spec = _finish(kfp_job, code_dir, config.pipeline_root, parameters)["pipelineSpec"]
@@ -259,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline_output_dir", dest="output_dir_in_cluster")
     parser.add_argument("--beam_profile", choices=beam_profiles.PROFILES)
     parser.add_argument("--distribution", choices=["one_device", "mirrored", "multi_worker"])
+    parser.add_argument("--span", type=int, help="ingest this span ({SPAN} patterns)")
+    parser.add_argument("--window_spans", type=int, help="Transform/Trainer see this many spans")
     parser.add_argument(
         "--target",
         choices=["both", "vertex"],
@@ -278,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         items=args.items,
         output_dir=args.output_dir_in_cluster,
         distribution=args.distribution,
+        span=args.span,
+        window_spans=args.window_spans,
     )
     if args.pipeline_root:
         config.output_dir = args.pipeline_root

@@ -109,6 +109,12 @@ class PipelineConfig:
     # data
     train_data: str | None = None  # a file or glob; None: the embedded synthetic data set
     val_data: str | None = None  # None: hash-split train_data 80/20
+    # spans: train_data/val_data may name `{SPAN}` or `{YYYY}{MM}{DD}`; the newest span is
+    # ingested unless `span` names one (the local runner runs once per span of `span_range`)
+    span: int | None = None
+    span_range: str | None = None  # "A:B", inclusive
+    # Transform and Trainer see the last this many ingested spans (resolved in ML Metadata)
+    window_spans: int = 1
     items: str | None = None  # item catalogue (CSV item_id,v.. or word2vec text)
     user_dim: int = VECTOR_DIM
     item_dim: int = VECTOR_DIM

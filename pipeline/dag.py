@@ -17,7 +17,7 @@ from tfx import v1 as tfx
 
 from components.embeddings_publisher.component import publisher_for
 from components.example_gen.component import RecipeCsvExampleGen
-from components.example_gen.inputs import example_gen_inputs
+from components.example_gen.inputs import example_gen_inputs, range_config
 from components.example_gen.recipe_csv import LABEL
 from components.example_gen.schema import schema_file_for
 from components.item_embeddings.component import ItemEmbeddings
@@ -81,15 +81,42 @@ def csv_source(config: PipelineConfig, train_data: str, val_data: str | None) ->
         input_base=input_base,
         input_config=input_config,
         output_config=output_config,
+        range_config=range_config(config.span, None),
         user_dim=config.user_dim,
         item_dim=config.item_dim,
     )
     return ExamplesSource(components=[example_gen], examples=example_gen.outputs["examples"])
 
 
-def checked_and_transformed(config: PipelineConfig, examples) -> dict:
+def rolling_window(config: PipelineConfig, example_gen, examples):
+    """The Examples Transform and the Trainer see: the last `window_spans` spans ExampleGen has
+    ingested in any run of this pipeline, resolved in ML Metadata by TFX's `rolling_range`
+    (the latest version of each span). Window 1 is ExampleGen's output itself: no resolver,
+    which open-source KFP (no resolver executors) compiles as is."""
+    if config.window_spans < 1:
+        raise ValueError(f"window_spans must be >= 1, got {config.window_spans}")
+    if config.window_spans == 1:
+        return examples
+    from tfx.dsl.input_resolution import canned_resolver_functions
+
+    # a Channel of the producer's id and key, not its OutputChannel: the compiler then queries
+    # every run of the pipeline, not only this run's (old spans come from the cache of past runs)
+    every_span = tfx.dsl.Channel(
+        type=tfx.types.standard_artifacts.Examples,
+        producer_component_id=example_gen.id,
+        output_key="examples",
+    )
+    # min_spans=1: the first days train on the spans there are (the default, num_spans, would
+    # skip Transform and everything after it until the window is full)
+    return canned_resolver_functions.rolling_range(
+        every_span, num_spans=config.window_spans, min_spans=1
+    )
+
+
+def checked_and_transformed(config: PipelineConfig, examples, window=None) -> dict:
     """StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate, then Transform
-    (after the gate: anomalies stop the run before it)."""
+    (after the gate: anomalies stop the run before it). Statistics and validation are of the
+    new span (`examples`); Transform fits the `window` (default: the new span)."""
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=str(schema_file_for(config.user_dim, config.item_dim, config.output_dir))
@@ -99,7 +126,7 @@ def checked_and_transformed(config: PipelineConfig, examples) -> dict:
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
-        examples=examples,
+        examples=examples if window is None else window,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=config.transform_config().to_custom_config(),
@@ -122,15 +149,16 @@ def trained_and_evaluated(
     checked: dict,
     baseline_from: str = "resolver",
     trainer_factory: Callable[[dict], object] | None = None,
+    window=None,
 ) -> dict:
-    """Trainer (fine-tuning an imported base Model when configured), the latest blessed model
-    as baseline (a Resolver, or components/latest_blessed where the backend runs no Resolver:
-    open-source KFP), Evaluator. `trainer_factory(args)` builds the Trainer (kubeflow/resources.py:
-    Vertex's multi-worker Trainer)."""
+    """Trainer on the `window` of spans (default: `examples`), fine-tuning an imported base
+    Model when configured; the latest blessed model as baseline (a Resolver, or
+    components/latest_blessed where the backend runs no Resolver: open-source KFP), Evaluator.
+    `trainer_factory(args)` builds the Trainer (kubeflow/resources.py: multi-worker)."""
     nodes = {}
     trainer_args = dict(
         run_fn=RUN_FN,
-        examples=examples,
+        examples=examples if window is None else window,
         transform_graph=checked["transform"].outputs["transform_graph"],
         schema=checked["schema_gen"].outputs["schema"],
         train_args=tfx.proto.TrainArgs(),
@@ -227,9 +255,10 @@ def create_pipeline(
     embeddings_publisher) and returns more components to add after them."""
     if source is None:
         source = csv_source(config, train_data, val_data)
-    checked = checked_and_transformed(config, source.examples)
+    window = rolling_window(config, source.components[-1], source.examples)
+    checked = checked_and_transformed(config, source.examples, window)
     trained = trained_and_evaluated(
-        config, source.examples, checked, baseline_from, trainer_factory
+        config, source.examples, checked, baseline_from, trainer_factory, window
     )
     served = pushed_and_published(config, source, items, trained)
     components = [*source.components, *checked.values(), *trained.values(), *served.values()]

@@ -21,9 +21,11 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+from components.example_gen.inputs import spans_of  # noqa: E402
 from pipeline import beam_profiles, configs, run_output  # noqa: E402
 from pipeline.demo_data import ensure_demo_data  # noqa: E402
 from pipeline.run_summary import data_error_in, push_state_after_failure, summarize  # noqa: E402
@@ -50,6 +52,11 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
     parser.add_argument("--train_data", help="recipe CSV file or glob (default: synthetic demo)")
     parser.add_argument("--val_data", help="recipe CSV for the eval split (default: 80/20 hash)")
     parser.add_argument("--items", help="item catalogue: CSV item_id,v.. or word2vec text")
+    parser.add_argument(
+        "--span", type=int, help="ingest this span ({SPAN} patterns; default newest)"
+    )
+    parser.add_argument("--span_range", help="A:B: one run per span A..B, in order (a backfill)")
+    parser.add_argument("--window_spans", type=int, help="Transform/Trainer see the last N spans")
     parser.add_argument("--output_dir")
     parser.add_argument("--metadata_path", dest="metadata_file", help="ML Metadata SQLite file")
     parser.add_argument("--epochs", type=int)
@@ -90,6 +97,12 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
         config.output_dir = os.path.abspath(config.output_dir)
     elif config.metadata_file is None:
         parser.error("a remote --output_dir needs --metadata_path (a local SQLite file)")
+    try:
+        spans_of(config.span, config.span_range)
+    except ValueError as error:
+        parser.error(str(error))
+    if config.window_spans < 1:
+        parser.error(f"--window_spans: at least 1, got {config.window_spans}")
     if config.distribution == "multi_worker":  # one process: no workers, no TF_CONFIG
         parser.error("--distribution multi_worker runs on Vertex only (kubeflow.runner)")
     return config, verbose
@@ -123,12 +136,25 @@ def run(config: configs.PipelineConfig, console: run_output.RunConsole) -> int:
     return 0
 
 
+def run_spans(config: configs.PipelineConfig, console: run_output.RunConsole) -> int:
+    """One run, or one run per span of `--span_range` (in order; stops at the first failure)."""
+    spans = spans_of(config.span, config.span_range) if config.span_range else None
+    if spans is None:
+        return run(config, console)
+    for span in spans:
+        print(f"finetower: span {span}", file=console.out)
+        status = run(dataclasses.replace(config, span=span, span_range=None), console)
+        if status:
+            return status
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     config, verbose = parse_flags(argv)
     path = run_output.log_path(config.output_dir)
     print(f"finetower: logs in {path}" + (" (and here)" if verbose else ""), flush=True)
     with run_output.RunConsole(path, verbose=verbose) as console:
-        return run(config, console)
+        return run_spans(config, console)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,9 @@ class PipelineConfig:
     seed: int = _TRAINER.seed
     train_in_memory_mb: int = int(_TRAINER.train_in_memory_mb)
     base_model: str | None = None  # a Model folder (with Format-Serving/) to fine-tune from
+    # served: the Trainer starts from this pipeline's served model (latest blessed and pushed,
+    # from ML Metadata) when there is one; none: Keras' initialisation. base_model wins.
+    warm_start: str = "served"
     # Evaluator: the blessing that gates the push
     auc_floor: float = 0.6
     regression_tolerance: float = 0.01  # AUC may fall by at most this against the last blessed

@@ -23,6 +23,7 @@ from components.example_gen.schema import schema_file_for
 from components.item_embeddings.component import ItemEmbeddings
 from components.latest_blessed.component import LatestBlessedModel
 from components.pusher.component import TwoTowerPusher
+from components.served_model.strategy import served_model_resolver
 from components.validation.anomalies_gate import AnomaliesGate
 from pipeline.configs import PipelineConfig
 
@@ -150,10 +151,14 @@ def trained_and_evaluated(
     baseline_from: str = "resolver",
     trainer_factory: Callable[[dict], object] | None = None,
     window=None,
+    example_gen=None,
 ) -> dict:
     """Trainer on the `window` of spans (default: `examples`), fine-tuning an imported base
-    Model when configured; the latest blessed model as baseline (a Resolver, or
-    components/latest_blessed where the backend runs no Resolver: open-source KFP), Evaluator.
+    Model when configured, Evaluator against a baseline. `baseline_from`: "served" (local:
+    this pipeline's latest blessed and pushed Model, resolved in ML Metadata, which is also
+    the Trainer's warm start with `warm_start` "served"; components/served_model), "resolver"
+    (TFX's LatestBlessedModelStrategy: Vertex compiles TFX's own strategies only) or
+    "push_records" (components/latest_blessed: open-source KFP runs no Resolver node).
     `trainer_factory(args)` builds the Trainer (kubeflow/resources.py: multi-worker)."""
     nodes = {}
     trainer_args = dict(
@@ -174,14 +179,25 @@ def trained_and_evaluated(
             custom_properties={"tfx_version": tfx.__version__},
         ).with_id("base_model_importer")
         trainer_args["base_model"] = nodes["base_model"].outputs["result"]
+    served = None
+    if baseline_from == "served":  # LocalDagRunner: the served model, from ML Metadata
+        warm = config.warm_start == "served" and not config.base_model and example_gen is not None
+        served = nodes["model_resolver"] = served_model_resolver(example_gen, warm).with_id(
+            # the id the DAG has always had: it is the latest blessed model, pushed
+            "latest_blessed_model_resolver"
+        )
+        if warm:
+            trainer_args["base_model"] = served.outputs["base_model"]
     build_trainer = trainer_factory or (lambda args: tfx.components.Trainer(**args))
     nodes["trainer"] = trainer = build_trainer(trainer_args)
-    if baseline_from == "push_records":  # open-source KFP runs no Resolver node
+    if served is not None:
+        baseline = served.outputs["model"]
+    elif baseline_from == "push_records":  # open-source KFP runs no Resolver node
         nodes["model_resolver"] = LatestBlessedModel(
             trainer.outputs["model"], _local_or_remote(config.serving_dir)
         ).with_id("latest_blessed_model")
         baseline = nodes["model_resolver"].outputs["baseline"]
-    else:
+    else:  # Vertex compiles TFX's own strategies only
         nodes["model_resolver"] = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -258,7 +274,13 @@ def create_pipeline(
     window = rolling_window(config, source.components[-1], source.examples)
     checked = checked_and_transformed(config, source.examples, window)
     trained = trained_and_evaluated(
-        config, source.examples, checked, baseline_from, trainer_factory, window
+        config,
+        source.examples,
+        checked,
+        baseline_from,
+        trainer_factory,
+        window,
+        example_gen=source.components[-1],
     )
     served = pushed_and_published(config, source, items, trained)
     components = [*source.components, *checked.values(), *trained.values(), *served.values()]

@@ -43,7 +43,7 @@ def build(config: configs.PipelineConfig):
     from pipeline.dag import create_pipeline  # TFX and TensorFlow load here, logs redirected
 
     train, val, items = resolve_data(config)
-    return create_pipeline(config, train, val, items)
+    return create_pipeline(config, train, val, items, baseline_from="served")
 
 
 def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, bool]:
@@ -65,6 +65,11 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
     parser.add_argument("--learning_rate", type=float)
     parser.add_argument("--normalize", choices=["zscore", "l2", "none"])
     parser.add_argument("--base_model", help="a Model folder to fine-tune from")
+    parser.add_argument(
+        "--warm_start",
+        choices=["served", "none"],
+        help="served (default): start from the served model when there is one",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--user_dim", type=int)
     parser.add_argument("--item_dim", type=int)

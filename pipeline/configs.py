@@ -136,6 +136,13 @@ class PipelineConfig:
     # Evaluator: the blessing that gates the push
     auc_floor: float = 0.6
     regression_tolerance: float = 0.01  # AUC may fall by at most this against the last blessed
+    # drift gate (daily spans): the new span's statistics against the previous span's (TFDV);
+    # over a threshold the run stops before Transform unless accept_drift
+    drift_label_linf: float = 0.1  # L-infinity distance of the label's distribution
+    drift_vector_js: float = 0.1  # Jensen-Shannon divergence of a vector feature's values
+    accept_drift: bool = False
+    # the local runner only: simulate this many days (pipeline/simulation.py); 0: one run
+    simulate_days: int = 0
     # Pusher
     base_path_prefix: str | None = None  # rewrite base paths in models.config (e.g. /models)
     keep_versions: int = 0  # prune old tower versions beyond this many (0: keep all)

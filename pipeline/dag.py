@@ -17,7 +17,7 @@ from tfx import v1 as tfx
 
 from components.embeddings_publisher.component import publisher_for
 from components.example_gen.component import RecipeCsvExampleGen
-from components.example_gen.inputs import example_gen_inputs, range_config
+from components.example_gen.inputs import example_gen_inputs, has_span_placeholder, range_config
 from components.example_gen.recipe_csv import LABEL
 from components.example_gen.schema import schema_file_for
 from components.item_embeddings.component import ItemEmbeddings
@@ -25,6 +25,7 @@ from components.latest_blessed.component import LatestBlessedModel
 from components.pusher.component import TwoTowerPusher
 from components.served_model.strategy import served_model_resolver
 from components.validation.anomalies_gate import AnomaliesGate
+from components.validation.drift import DriftCheck, DriftGate
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
@@ -114,10 +115,13 @@ def rolling_window(config: PipelineConfig, example_gen, examples):
     )
 
 
-def checked_and_transformed(config: PipelineConfig, examples, window=None) -> dict:
+def checked_and_transformed(
+    config: PipelineConfig, examples, window=None, drift_gate: bool = False
+) -> dict:
     """StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate, then Transform
     (after the gate: anomalies stop the run before it). Statistics and validation are of the
-    new span (`examples`); Transform fits the `window` (default: the new span)."""
+    new span (`examples`); Transform fits the `window` (default: the new span). `drift_gate`:
+    the DriftGate (components/validation/drift.py) also stands before Transform."""
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=str(schema_file_for(config.user_dim, config.item_dim, config.output_dir))
@@ -135,13 +139,24 @@ def checked_and_transformed(config: PipelineConfig, examples, window=None) -> di
         disable_statistics=True,
     )
     transform.add_upstream_node(anomalies_gate)
-    return dict(
+    nodes = dict(
         statistics_gen=statistics_gen,
         schema_gen=schema_gen,
         example_validator=example_validator,
         anomalies_gate=anomalies_gate,
-        transform=transform,
     )
+    if drift_gate:
+        nodes["drift_gate"] = DriftGate(
+            statistics=statistics_gen.outputs["statistics"],
+            schema=schema_gen.outputs["schema"],
+            statistics_gen_id=statistics_gen.id,
+            label_linf=config.drift_label_linf,
+            vector_js=config.drift_vector_js,
+            accept_drift=config.accept_drift,
+        )
+        nodes["drift_check"] = DriftCheck(anomalies=nodes["drift_gate"].outputs["anomalies"])
+        transform.add_upstream_node(nodes["drift_check"])
+    return dict(nodes, transform=transform)
 
 
 def trained_and_evaluated(
@@ -272,7 +287,9 @@ def create_pipeline(
     if source is None:
         source = csv_source(config, train_data, val_data)
     window = rolling_window(config, source.components[-1], source.examples)
-    checked = checked_and_transformed(config, source.examples, window)
+    # daily spans on the local runner: the previous span's statistics come from ML Metadata
+    drift_gate = baseline_from == "served" and has_span_placeholder(train_data or "")
+    checked = checked_and_transformed(config, source.examples, window, drift_gate)
     trained = trained_and_evaluated(
         config,
         source.examples,

@@ -71,6 +71,12 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
         help="served (default): start from the served model when there is one",
     )
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--accept_drift",
+        action="store_true",
+        default=None,
+        help="train on a span that drifted past the thresholds (recorded either way)",
+    )
     parser.add_argument("--user_dim", type=int)
     parser.add_argument("--item_dim", type=int)
     parser.add_argument("--auc_floor", type=float)
@@ -87,6 +93,11 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
     parser.add_argument("--redis_url", help="publish item embeddings to this Redis")
     parser.add_argument("--ann_backend", choices=["flat", "hnsw", "ivf", "annoy"])
     parser.add_argument("--ann_params", help='index parameters as JSON, e.g. {"nprobe": 96}')
+    parser.add_argument(
+        "--simulate_days",
+        type=int,
+        help="a synthetic span a day, the pipeline after each, a table (pipeline/simulation.py)",
+    )
     parser.add_argument(
         "--verbose", action="store_true", help="TensorFlow/absl/Beam logs on the console too"
     )
@@ -159,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     path = run_output.log_path(config.output_dir)
     print(f"finetower: logs in {path}" + (" (and here)" if verbose else ""), flush=True)
     with run_output.RunConsole(path, verbose=verbose) as console:
+        if config.simulate_days:
+            from pipeline.simulation import simulate
+
+            return simulate(config, config.simulate_days, console, run)
         return run_spans(config, console)
 
 

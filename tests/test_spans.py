@@ -122,7 +122,9 @@ def ingest_and_window(tmp_path: Path, data: Path, window: int, span: int | None 
     return last_execution_spans(config.metadata_path, example_gen.id, "window_stats")
 
 
-def last_execution_spans(metadata_path: str, example_gen_id: str, consumer_id: str):
+def last_execution_spans(
+    metadata_path: str, example_gen_id: str, consumer_id: str, pipeline_name: str = "spans"
+):
     """(spans ExampleGen's latest execution wrote, spans the consumer's latest execution read)
     and whether ExampleGen's latest execution was a cache hit."""
     from ml_metadata.metadata_store import metadata_store
@@ -132,12 +134,12 @@ def last_execution_spans(metadata_path: str, example_gen_id: str, consumer_id: s
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
 
     def latest(node_id: str):
-        context = store.get_context_by_type_and_name("node", f"spans.{node_id}")
+        context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
         return max(store.get_executions_by_context(context.id), key=lambda e: e.id)
 
     def spans(execution, kind) -> list[int]:
         ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-               if e.type == kind]  # fmt: skip
+               if e.type == kind and e.path.steps[0].key == "examples"]  # fmt: skip
         return sorted(a.properties["span"].int_value for a in store.get_artifacts_by_id(ids))
 
     gen = latest(example_gen_id)

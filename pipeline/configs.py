@@ -139,7 +139,9 @@ class PipelineConfig:
     # drift gate (daily spans): the new span's statistics against the previous span's (TFDV);
     # over a threshold the run stops before Transform unless accept_drift
     drift_label_linf: float = 0.1  # L-infinity distance of the label's distribution
-    drift_vector_js: float = 0.1  # Jensen-Shannon divergence of a vector feature's values
+    # Jensen-Shannon divergence of a vector feature's values: day-to-day sampling noise of
+    # 3,200-row spans measured 0.077-0.083 in the simulation, a shifted span 0.88
+    drift_vector_js: float = 0.2
     accept_drift: bool = False
     # the local runner only: simulate this many days (pipeline/simulation.py); 0: one run
     simulate_days: int = 0

@@ -137,9 +137,18 @@ def summarize(config: PipelineConfig, started: float) -> str:
     return "\n".join(lines)
 
 
+def _run_started_ms(config: PipelineConfig) -> int:
+    store = open_store(config.metadata_path)
+    runs = store.get_contexts_by_type("pipeline_run") if store is not None else []
+    return max((c.create_time_since_epoch for c in runs), default=0)
+
+
 def push_state_after_failure(config: PipelineConfig) -> str:
     """What a failed run left served: nothing new, or a push whose later steps failed."""
     pushed = latest_run_artifacts(config.metadata_path).get("PushedModel", [])
+    # the run's context also holds the served model's PushedModel its resolver read (created by
+    # an earlier run): only one this run's Pusher wrote counts
+    pushed = [a for a in pushed if a.create_time_since_epoch >= _run_started_ms(config)]
     if pushed and artifact_property(pushed[-1], "pushed"):
         version = artifact_property(pushed[-1], "pushed_version")
         return (

@@ -198,9 +198,10 @@ def no_cache_for_baseline(spec: dict) -> dict:
 
 
 WINDOW_REFUSED = (
-    "--window_spans {n}: a rolling window of spans is resolved by a resolver node, which "
-    "open-source KFP does not run; compile with --target vertex, or use --window_spans 1 "
-    "(ExampleGen's newest span, no resolver)"
+    "--window_spans {n}: a rolling window of spans is resolved by TFX's rolling_range resolver "
+    "function, which KubeflowV2DagRunner does not compile (Vertex: 'Only single Channel is "
+    "supported') and open-source KFP does not run; use --window_spans 1 (ExampleGen's newest "
+    "span, no resolver) on the cluster, or the local runner for a window"
 )
 
 
@@ -220,6 +221,8 @@ def compile_pipeline(
     from tfx import v1 as tfx
 
     cluster_paths.check_cluster_paths(config)
+    if config.window_spans > 1:  # rolling_range: a resolver function over past runs' outputs
+        raise SystemExit(WINDOW_REFUSED.format(n=config.window_spans))
     trainer_factory = None
     if config.distribution == "multi_worker":
         if target != "vertex":
@@ -246,8 +249,6 @@ def compile_pipeline(
     if target == "vertex":
         return {"json": job_path}
 
-    if config.window_spans > 1:  # rolling_range compiles to a resolver node
-        raise SystemExit(WINDOW_REFUSED.format(n=config.window_spans))
     pipeline, parameters = _pipeline_for(config, "push_records")
     kfp_job = _compile_without_runner(pipeline, image)
     spec = _finish(kfp_job, code_dir, config.pipeline_root, parameters)["pipelineSpec"]

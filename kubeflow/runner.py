@@ -197,6 +197,14 @@ def no_cache_for_baseline(spec: dict) -> dict:
     return spec
 
 
+WINDOW_REFUSED = (
+    "--window_spans {n}: a rolling window of spans is resolved by TFX's rolling_range resolver "
+    "function, which KubeflowV2DagRunner does not compile (Vertex: 'Only single Channel is "
+    "supported') and open-source KFP does not run; use --window_spans 1 (ExampleGen's newest "
+    "span, no resolver) on the cluster, or the local runner for a window"
+)
+
+
 def compile_pipeline(
     config: configs.PipelineConfig,
     output_dir: str,
@@ -213,6 +221,8 @@ def compile_pipeline(
     from tfx import v1 as tfx
 
     cluster_paths.check_cluster_paths(config)
+    if config.window_spans > 1:  # rolling_range: a resolver function over past runs' outputs
+        raise SystemExit(WINDOW_REFUSED.format(n=config.window_spans))
     trainer_factory = None
     if config.distribution == "multi_worker":
         if target != "vertex":
@@ -259,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline_output_dir", dest="output_dir_in_cluster")
     parser.add_argument("--beam_profile", choices=beam_profiles.PROFILES)
     parser.add_argument("--distribution", choices=["one_device", "mirrored", "multi_worker"])
+    parser.add_argument("--span", type=int, help="ingest this span ({SPAN} patterns)")
+    parser.add_argument("--window_spans", type=int, help="Transform/Trainer see this many spans")
     parser.add_argument(
         "--target",
         choices=["both", "vertex"],
@@ -278,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         items=args.items,
         output_dir=args.output_dir_in_cluster,
         distribution=args.distribution,
+        span=args.span,
+        window_spans=args.window_spans,
     )
     if args.pipeline_root:
         config.output_dir = args.pipeline_root

@@ -17,13 +17,15 @@ from tfx import v1 as tfx
 
 from components.embeddings_publisher.component import publisher_for
 from components.example_gen.component import RecipeCsvExampleGen
-from components.example_gen.inputs import example_gen_inputs
+from components.example_gen.inputs import example_gen_inputs, has_span_placeholder, range_config
 from components.example_gen.recipe_csv import LABEL
 from components.example_gen.schema import schema_file_for
 from components.item_embeddings.component import ItemEmbeddings
 from components.latest_blessed.component import LatestBlessedModel
 from components.pusher.component import TwoTowerPusher
+from components.served_model.strategy import served_model_resolver
 from components.validation.anomalies_gate import AnomaliesGate
+from components.validation.drift import DriftCheck, DriftGate
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
@@ -81,15 +83,45 @@ def csv_source(config: PipelineConfig, train_data: str, val_data: str | None) ->
         input_base=input_base,
         input_config=input_config,
         output_config=output_config,
+        range_config=range_config(config.span, None),
         user_dim=config.user_dim,
         item_dim=config.item_dim,
     )
     return ExamplesSource(components=[example_gen], examples=example_gen.outputs["examples"])
 
 
-def checked_and_transformed(config: PipelineConfig, examples) -> dict:
+def rolling_window(config: PipelineConfig, example_gen, examples):
+    """The Examples Transform and the Trainer see: the last `window_spans` spans ExampleGen has
+    ingested in any run of this pipeline, resolved in ML Metadata by TFX's `rolling_range`
+    (the latest version of each span). Window 1 is ExampleGen's output itself: no resolver,
+    which open-source KFP (no resolver executors) compiles as is."""
+    if config.window_spans < 1:
+        raise ValueError(f"window_spans must be >= 1, got {config.window_spans}")
+    if config.window_spans == 1:
+        return examples
+    from tfx.dsl.input_resolution import canned_resolver_functions
+
+    # a Channel of the producer's id and key, not its OutputChannel: the compiler then queries
+    # every run of the pipeline, not only this run's (old spans come from the cache of past runs)
+    every_span = tfx.dsl.Channel(
+        type=tfx.types.standard_artifacts.Examples,
+        producer_component_id=example_gen.id,
+        output_key="examples",
+    )
+    # min_spans=1: the first days train on the spans there are (the default, num_spans, would
+    # skip Transform and everything after it until the window is full)
+    return canned_resolver_functions.rolling_range(
+        every_span, num_spans=config.window_spans, min_spans=1
+    )
+
+
+def checked_and_transformed(
+    config: PipelineConfig, examples, window=None, drift_gate: bool = False
+) -> dict:
     """StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate, then Transform
-    (after the gate: anomalies stop the run before it)."""
+    (after the gate: anomalies stop the run before it). Statistics and validation are of the
+    new span (`examples`); Transform fits the `window` (default: the new span). `drift_gate`:
+    the DriftGate (components/validation/drift.py) also stands before Transform."""
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=str(schema_file_for(config.user_dim, config.item_dim, config.output_dir))
@@ -99,7 +131,7 @@ def checked_and_transformed(config: PipelineConfig, examples) -> dict:
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
-        examples=examples,
+        examples=examples if window is None else window,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=config.transform_config().to_custom_config(),
@@ -107,13 +139,24 @@ def checked_and_transformed(config: PipelineConfig, examples) -> dict:
         disable_statistics=True,
     )
     transform.add_upstream_node(anomalies_gate)
-    return dict(
+    nodes = dict(
         statistics_gen=statistics_gen,
         schema_gen=schema_gen,
         example_validator=example_validator,
         anomalies_gate=anomalies_gate,
-        transform=transform,
     )
+    if drift_gate:
+        nodes["drift_gate"] = DriftGate(
+            statistics=statistics_gen.outputs["statistics"],
+            schema=schema_gen.outputs["schema"],
+            statistics_gen_id=statistics_gen.id,
+            label_linf=config.drift_label_linf,
+            vector_js=config.drift_vector_js,
+            accept_drift=config.accept_drift,
+        )
+        nodes["drift_check"] = DriftCheck(anomalies=nodes["drift_gate"].outputs["anomalies"])
+        transform.add_upstream_node(nodes["drift_check"])
+    return dict(nodes, transform=transform)
 
 
 def trained_and_evaluated(
@@ -122,15 +165,20 @@ def trained_and_evaluated(
     checked: dict,
     baseline_from: str = "resolver",
     trainer_factory: Callable[[dict], object] | None = None,
+    window=None,
+    example_gen=None,
 ) -> dict:
-    """Trainer (fine-tuning an imported base Model when configured), the latest blessed model
-    as baseline (a Resolver, or components/latest_blessed where the backend runs no Resolver:
-    open-source KFP), Evaluator. `trainer_factory(args)` builds the Trainer (kubeflow/resources.py:
-    Vertex's multi-worker Trainer)."""
+    """Trainer on the `window` of spans (default: `examples`), fine-tuning an imported base
+    Model when configured, Evaluator against a baseline. `baseline_from`: "served" (local:
+    this pipeline's latest blessed and pushed Model, resolved in ML Metadata, which is also
+    the Trainer's warm start with `warm_start` "served"; components/served_model), "resolver"
+    (TFX's LatestBlessedModelStrategy: Vertex compiles TFX's own strategies only) or
+    "push_records" (components/latest_blessed: open-source KFP runs no Resolver node).
+    `trainer_factory(args)` builds the Trainer (kubeflow/resources.py: multi-worker)."""
     nodes = {}
     trainer_args = dict(
         run_fn=RUN_FN,
-        examples=examples,
+        examples=examples if window is None else window,
         transform_graph=checked["transform"].outputs["transform_graph"],
         schema=checked["schema_gen"].outputs["schema"],
         train_args=tfx.proto.TrainArgs(),
@@ -146,14 +194,25 @@ def trained_and_evaluated(
             custom_properties={"tfx_version": tfx.__version__},
         ).with_id("base_model_importer")
         trainer_args["base_model"] = nodes["base_model"].outputs["result"]
+    served = None
+    if baseline_from == "served":  # LocalDagRunner: the served model, from ML Metadata
+        warm = config.warm_start == "served" and not config.base_model and example_gen is not None
+        served = nodes["model_resolver"] = served_model_resolver(example_gen, warm).with_id(
+            # the id the DAG has always had: it is the latest blessed model, pushed
+            "latest_blessed_model_resolver"
+        )
+        if warm:
+            trainer_args["base_model"] = served.outputs["base_model"]
     build_trainer = trainer_factory or (lambda args: tfx.components.Trainer(**args))
     nodes["trainer"] = trainer = build_trainer(trainer_args)
-    if baseline_from == "push_records":  # open-source KFP runs no Resolver node
+    if served is not None:
+        baseline = served.outputs["model"]
+    elif baseline_from == "push_records":  # open-source KFP runs no Resolver node
         nodes["model_resolver"] = LatestBlessedModel(
             trainer.outputs["model"], _local_or_remote(config.serving_dir)
         ).with_id("latest_blessed_model")
         baseline = nodes["model_resolver"].outputs["baseline"]
-    else:
+    else:  # Vertex compiles TFX's own strategies only
         nodes["model_resolver"] = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -227,9 +286,18 @@ def create_pipeline(
     embeddings_publisher) and returns more components to add after them."""
     if source is None:
         source = csv_source(config, train_data, val_data)
-    checked = checked_and_transformed(config, source.examples)
+    window = rolling_window(config, source.components[-1], source.examples)
+    # daily spans on the local runner: the previous span's statistics come from ML Metadata
+    drift_gate = baseline_from == "served" and has_span_placeholder(train_data or "")
+    checked = checked_and_transformed(config, source.examples, window, drift_gate)
     trained = trained_and_evaluated(
-        config, source.examples, checked, baseline_from, trainer_factory
+        config,
+        source.examples,
+        checked,
+        baseline_from,
+        trainer_factory,
+        window,
+        example_gen=source.components[-1],
     )
     served = pushed_and_published(config, source, items, trained)
     components = [*source.components, *checked.values(), *trained.values(), *served.values()]

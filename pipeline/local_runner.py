@@ -21,9 +21,11 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+from components.example_gen.inputs import spans_of  # noqa: E402
 from pipeline import beam_profiles, configs, run_output  # noqa: E402
 from pipeline.demo_data import ensure_demo_data  # noqa: E402
 from pipeline.run_summary import data_error_in, push_state_after_failure, summarize  # noqa: E402
@@ -41,7 +43,7 @@ def build(config: configs.PipelineConfig):
     from pipeline.dag import create_pipeline  # TFX and TensorFlow load here, logs redirected
 
     train, val, items = resolve_data(config)
-    return create_pipeline(config, train, val, items)
+    return create_pipeline(config, train, val, items, baseline_from="served")
 
 
 def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, bool]:
@@ -50,6 +52,11 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
     parser.add_argument("--train_data", help="recipe CSV file or glob (default: synthetic demo)")
     parser.add_argument("--val_data", help="recipe CSV for the eval split (default: 80/20 hash)")
     parser.add_argument("--items", help="item catalogue: CSV item_id,v.. or word2vec text")
+    parser.add_argument(
+        "--span", type=int, help="ingest this span ({SPAN} patterns; default newest)"
+    )
+    parser.add_argument("--span_range", help="A:B: one run per span A..B, in order (a backfill)")
+    parser.add_argument("--window_spans", type=int, help="Transform/Trainer see the last N spans")
     parser.add_argument("--output_dir")
     parser.add_argument("--metadata_path", dest="metadata_file", help="ML Metadata SQLite file")
     parser.add_argument("--epochs", type=int)
@@ -58,7 +65,18 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
     parser.add_argument("--learning_rate", type=float)
     parser.add_argument("--normalize", choices=["zscore", "l2", "none"])
     parser.add_argument("--base_model", help="a Model folder to fine-tune from")
+    parser.add_argument(
+        "--warm_start",
+        choices=["served", "none"],
+        help="served (default): start from the served model when there is one",
+    )
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--accept_drift",
+        action="store_true",
+        default=None,
+        help="train on a span that drifted past the thresholds (recorded either way)",
+    )
     parser.add_argument("--user_dim", type=int)
     parser.add_argument("--item_dim", type=int)
     parser.add_argument("--auc_floor", type=float)
@@ -76,6 +94,11 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
     parser.add_argument("--ann_backend", choices=["flat", "hnsw", "ivf", "annoy"])
     parser.add_argument("--ann_params", help='index parameters as JSON, e.g. {"nprobe": 96}')
     parser.add_argument(
+        "--simulate_days",
+        type=int,
+        help="a synthetic span a day, the pipeline after each, a table (pipeline/simulation.py)",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="TensorFlow/absl/Beam logs on the console too"
     )
     args = vars(parser.parse_args(argv))
@@ -90,6 +113,12 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
         config.output_dir = os.path.abspath(config.output_dir)
     elif config.metadata_file is None:
         parser.error("a remote --output_dir needs --metadata_path (a local SQLite file)")
+    try:
+        spans_of(config.span, config.span_range)
+    except ValueError as error:
+        parser.error(str(error))
+    if config.window_spans < 1:
+        parser.error(f"--window_spans: at least 1, got {config.window_spans}")
     if config.distribution == "multi_worker":  # one process: no workers, no TF_CONFIG
         parser.error("--distribution multi_worker runs on Vertex only (kubeflow.runner)")
     return config, verbose
@@ -123,12 +152,29 @@ def run(config: configs.PipelineConfig, console: run_output.RunConsole) -> int:
     return 0
 
 
+def run_spans(config: configs.PipelineConfig, console: run_output.RunConsole) -> int:
+    """One run, or one run per span of `--span_range` (in order; stops at the first failure)."""
+    spans = spans_of(config.span, config.span_range) if config.span_range else None
+    if spans is None:
+        return run(config, console)
+    for span in spans:
+        print(f"finetower: span {span}", file=console.out)
+        status = run(dataclasses.replace(config, span=span, span_range=None), console)
+        if status:
+            return status
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     config, verbose = parse_flags(argv)
     path = run_output.log_path(config.output_dir)
     print(f"finetower: logs in {path}" + (" (and here)" if verbose else ""), flush=True)
     with run_output.RunConsole(path, verbose=verbose) as console:
-        return run(config, console)
+        if config.simulate_days:
+            from pipeline.simulation import simulate
+
+            return simulate(config, config.simulate_days, console, run)
+        return run_spans(config, console)
 
 
 if __name__ == "__main__":

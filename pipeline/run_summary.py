@@ -70,15 +70,23 @@ def artifact_property(artifact, name: str):
     return getattr(value, kind) if kind else None
 
 
-def eval_metrics(evaluation_uri: str) -> dict[str, float]:
+def eval_metrics(evaluation_uri: str, model_name: str | None = None) -> dict[str, float]:
     import tensorflow_model_analysis as tfma
 
-    result = tfma.load_eval_result(evaluation_uri)
+    result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
     for slice_key, metrics in result.slicing_metrics:
         if slice_key == ():
             values = metrics[""][""]
             return {k: v.get("doubleValue", float("nan")) for k, v in values.items()}
     return {}
+
+
+def baseline_auc(evaluation_uri: str) -> float | None:
+    """The Evaluator's baseline (the served model) AUC, when the evaluation had one."""
+    try:
+        return eval_metrics(evaluation_uri, model_name="baseline").get("auc")
+    except Exception:  # noqa: BLE001 (no baseline: TFMA names no such model)
+        return None
 
 
 def summarize(config: PipelineConfig, started: float) -> str:
@@ -96,6 +104,9 @@ def summarize(config: PipelineConfig, started: float) -> str:
         accuracy = metrics.get("binary_accuracy")
         if auc is not None:
             lines.append(f"  eval AUC {auc:.4f}, accuracy {accuracy:.4f}, loss {loss:.4f}")
+        served = baseline_auc(evaluations[-1].uri)
+        if served is not None:
+            lines.append(f"  served model's AUC on the same eval split {served:.4f}")
     blessings = artifacts.get("ModelBlessing", [])
     if blessings:
         lines.append(f"  blessed: {'yes' if artifact_property(blessings[-1], 'blessed') else 'no'}")
@@ -126,9 +137,18 @@ def summarize(config: PipelineConfig, started: float) -> str:
     return "\n".join(lines)
 
 
+def _run_started_ms(config: PipelineConfig) -> int:
+    store = open_store(config.metadata_path)
+    runs = store.get_contexts_by_type("pipeline_run") if store is not None else []
+    return max((c.create_time_since_epoch for c in runs), default=0)
+
+
 def push_state_after_failure(config: PipelineConfig) -> str:
     """What a failed run left served: nothing new, or a push whose later steps failed."""
     pushed = latest_run_artifacts(config.metadata_path).get("PushedModel", [])
+    # the run's context also holds the served model's PushedModel its resolver read (created by
+    # an earlier run): only one this run's Pusher wrote counts
+    pushed = [a for a in pushed if a.create_time_since_epoch >= _run_started_ms(config)]
     if pushed and artifact_property(pushed[-1], "pushed"):
         version = artifact_property(pushed[-1], "pushed_version")
         return (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tfx import types
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import base_beam_component, executor_spec
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
@@ -37,6 +37,7 @@ class RecipeCsvExampleGen(FileBasedExampleGen):
         input_base: str,
         input_config: example_gen_pb2.Input,
         output_config: example_gen_pb2.Output | None = None,
+        range_config: range_config_pb2.RangeConfig | None = None,
         *,
         user_dim: int = VECTOR_DIM,
         item_dim: int = VECTOR_DIM,
@@ -45,6 +46,8 @@ class RecipeCsvExampleGen(FileBasedExampleGen):
             input_base=input_base,
             input_config=input_config,
             output_config=output_config or example_gen_pb2.Output(),
+            # the span this run ingests (None: the driver's newest span of `{SPAN}` patterns)
+            range_config=range_config,
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             # uncompressed `.tfrecord` (TFX has no value for it; readers detect compression
             # from the file suffix), not FORMAT_TFRECORDS_GZIP

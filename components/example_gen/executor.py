@@ -68,6 +68,18 @@ class _WriteShards(beam.DoFn):
         yield from zip(self._split_uris, rows, strict=True)
 
 
+def record_span(artifact, exec_properties: dict[str, Any]) -> None:
+    """The span (and version) the driver resolved, as the Examples' own properties: the driver
+    records them as custom properties only, and TFX's span resolvers (rolling_range, ...) read
+    the properties (a span missing there reads as 0: every span would look the same)."""
+    span = exec_properties.get(utils.SPAN_PROPERTY_NAME)
+    if span is not None:
+        artifact.span = int(span)
+    version = exec_properties.get(utils.VERSION_PROPERTY_NAME)
+    if version is not None:
+        artifact.version = int(version)
+
+
 class Executor(BaseExampleGenExecutor):
     """Writes `Split-<name>/data-<file>.tfrecord` for each split of the recipe's CSV files."""
 
@@ -114,6 +126,7 @@ class Executor(BaseExampleGenExecutor):
 
         for artifact in examples:
             examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
+            record_span(artifact, exec_properties)
         with self._make_beam_pipeline() as pipeline:
             for n, (uris, buckets, files) in enumerate(jobs):
                 _ = (

@@ -15,6 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 GLOB_CHARS = frozenset("*?[")
+# FileBasedExampleGen's driver fills these in (the newest span, or the one RangeConfig names):
+# a folder named with one is not fixed, so input_base stays above it
+SPAN_PLACEHOLDERS = ("{SPAN}", "{VERSION}", "{YYYY}", "{MM}", "{DD}")
+
+
+def has_span_placeholder(path: str) -> bool:
+    """Whether `path` names spans (FileBasedExampleGen's `{SPAN}` or `{YYYY}{MM}{DD}`)."""
+    return any(p in path for p in SPAN_PLACEHOLDERS)
+
+
+def _is_variable(part: str) -> bool:
+    return bool(GLOB_CHARS & set(part)) or has_span_placeholder(part)
+
+
 TRAIN, EVAL, SINGLE = "train", "eval", "single"
 
 
@@ -40,7 +54,7 @@ def _as_file_pattern(path: str, is_dir: Callable[[str], bool]) -> str:
     if "://" not in path:
         trailing = path.endswith("/")
         path = os.path.abspath(path) + ("/" if trailing else "")
-    if path.endswith("/") or (not GLOB_CHARS & set(path) and is_dir(path)):
+    if path.endswith("/") or (not _is_variable(path) and is_dir(path)):
         return path.rstrip("/") + "/*"
     return path
 
@@ -50,7 +64,7 @@ def _fixed_parts(pattern: str) -> list[str]:
     parts = pattern[len(_scheme(pattern)) :].split("/")[:-1]
     fixed = []
     for part in parts:
-        if GLOB_CHARS & set(part):
+        if _is_variable(part):
             break
         fixed.append(part)
     return fixed
@@ -93,9 +107,50 @@ def split_inputs(
     )
 
 
+def range_config(span: int | None = None, span_range: str | None = None):
+    """RangeConfig for `--span N` or `--span_range A:B` (None: the driver takes the newest span).
+
+    The driver takes one span per run: a range names the span this run ingests (A:B with A == B)
+    or, for a backfill, the runner runs once per span of the range (spans_of)."""
+    from tfx.proto import range_config_pb2
+
+    spans = spans_of(span, span_range)
+    if spans is None:
+        return None
+    if len(spans) != 1:
+        raise ValueError(f"one span per run: run once per span of {span_range!r}")
+    return range_config_pb2.RangeConfig(
+        static_range=range_config_pb2.StaticRange(
+            start_span_number=spans[0], end_span_number=spans[0]
+        )
+    )
+
+
+def spans_of(span: int | None = None, span_range: str | None = None) -> list[int] | None:
+    """The spans `--span N` or `--span_range A:B` (inclusive) name; None when neither is given."""
+    if span is not None and span_range:
+        raise ValueError("give --span or --span_range, not both")
+    if span is not None:
+        if span < 0:
+            raise ValueError(f"--span: a span is a number >= 0, got {span}")
+        return [span]
+    if not span_range:
+        return None
+    try:
+        start, end = (int(x) for x in span_range.split(":"))
+    except ValueError:
+        raise ValueError(
+            f"--span_range: expected A:B (two span numbers), got {span_range!r}"
+        ) from None
+    if start < 0 or end < start:
+        raise ValueError(f"--span_range: expected 0 <= A <= B, got {span_range!r}")
+    return list(range(start, end + 1))
+
+
 def example_gen_inputs(train: str, eval_: str | None = None, is_dir=_is_local_dir):
     """(input_base, Input, Output) for RecipeCsvExampleGen: named train/eval splits, or one
-    input hash-split 80/20 into train and eval."""
+    input hash-split 80/20 into train and eval. `{SPAN}` / `{YYYY}{MM}{DD}` in a path stay in its
+    pattern for the driver (train and eval must then name the same span)."""
     from tfx.proto import example_gen_pb2
 
     found = split_inputs(train, eval_, is_dir)

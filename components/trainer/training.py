@@ -207,6 +207,49 @@ def build_model(
     return model
 
 
+WARM_START_DECISION = (
+    "today's Transform statistics normalise the inputs (the exported model carries today's "
+    "transform graph, so training and serving agree); the base model's layer weights are "
+    "copied by name and fine-tuned under them. The base model's own statistics are not reused: "
+    "the shift they would hide is measured instead (val metrics of the copied weights under "
+    "today's statistics, before any step, against the base model's last recorded val metrics)"
+)
+
+
+def _base_val_metrics(base_model: str) -> dict:
+    """The base model's last val metrics, from its finetower_model.json (beside Format-Serving),
+    when it has one (an imported model may not)."""
+    path = os.path.join(os.path.dirname(base_model.rstrip("/")), MODEL_INFO)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        history = json.load(f).get("history", {})
+    return {k: v[-1] for k, v in history.items() if k.startswith("val_") and v}
+
+
+def warm_start_record(model: keras.Model, inputs: TrainingInputs, base_model: str | None):
+    """What finetower_model.json says of the warm start: None without a base model; else the
+    decision and its measured effect (logged too)."""
+    if not base_model:
+        return None
+    before = model.evaluate(inputs.val, return_dict=True, verbose=0)
+    record = {
+        "base_model": base_model,
+        "decision": WARM_START_DECISION,
+        "val_before_training": {f"val_{k}": float(v) for k, v in before.items()},
+        "base_model_val": _base_val_metrics(base_model),
+    }
+    logging.info(
+        "warm start from %s: val AUC before training %.4f under today's statistics "
+        "(the base model's own last val AUC: %s). %s",
+        base_model,
+        record["val_before_training"].get("val_auc", float("nan")),
+        record["base_model_val"].get("val_auc", "not recorded"),
+        WARM_START_DECISION,
+    )
+    return record
+
+
 def fit(
     model: keras.Model,
     inputs: TrainingInputs,
@@ -293,6 +336,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     inputs = training_inputs(fn_args, tf_transform_output, config, strategy)
     model = build_model(config, strategy, fn_args.base_model)
+    warm_start = warm_start_record(model, inputs, fn_args.base_model)
 
     # every worker saves (collectives), only the chief's copies are kept
     log_dir = distribute.worker_dir(fn_args.model_run_dir, strategy)
@@ -312,6 +356,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     _write_summary_and_plot(model, model_uri)
     exports = {k: os.path.relpath(p, model_uri) for k, p in paths.items()}
     info = model_info(model, config, fn_args.base_model, train_input, clock, history, exports)
+    info["warm_start"] = warm_start
     write_model_info(model_uri, info)
     distribute.discard_worker_dir(model_uri, strategy)
     distribute.discard_worker_dir(log_dir, strategy)

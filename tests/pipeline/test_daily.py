@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from pipeline.demo_data import DemoData, demo_samples, write_recipe_csv
+from tests.pipeline.test_pipeline_e2e import executions_by_component
+from tests.pipeline.test_spans import last_execution_spans
 from tests.pipeline_helpers import run_local_runner
-from tests.test_pipeline_e2e import executions_by_component
-from tests.test_spans import last_execution_spans
 
 DIM = 8
 ROWS = 3000  # a span

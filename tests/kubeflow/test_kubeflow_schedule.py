@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from kubeflow import submit
-from tests.test_kubeflow_submit import RecordingClient, endpoint, package  # noqa: F401
+from tests.kubeflow.test_kubeflow_submit import RecordingClient, endpoint, package  # noqa: F401
 
 
 class SchedulingClient(RecordingClient):

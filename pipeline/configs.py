@@ -11,11 +11,11 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-PIPELINE_NAME = "finetower"
+# the recipe's vector size (128), defined once beside the vectors; every signature that
+# defaults a vector size names it
+from components.common.vectors import VECTOR_DIM
 
-# the recipe's pretrained vector size (user and item); every signature that defaults a vector
-# size names this constant
-VECTOR_DIM = 128
+PIPELINE_NAME = "finetower"
 
 # Beam on the local machine: in-memory, one worker, and no attempt to download the Prism
 # runner (Beam 2.77's default tries that for every job, and fails offline)
@@ -174,21 +174,14 @@ class PipelineConfig:
 
     def trainer_config(self) -> TrainerConfig:
         """The Trainer's part of this configuration (its custom_config, typed)."""
-        return TrainerConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            patience=self.patience,
-            seed=self.seed,
-            user_dim=self.user_dim,
-            item_dim=self.item_dim,
-            normalize=self.normalize,
-            distribution=self.distribution,
-            train_in_memory_mb=self.train_in_memory_mb,
-        )
+        return self._part(TrainerConfig)
 
     def transform_config(self) -> TransformConfig:
-        return TransformConfig(normalize=self.normalize)
+        return self._part(TransformConfig)
+
+    def _part(self, kind):
+        """`kind` (a config dataclass whose fields are all knobs here) from these values."""
+        return kind(**{f.name: getattr(self, f.name) for f in dataclasses.fields(kind)})
 
 
 def _parse(value: str, kind: type):

@@ -13,9 +13,9 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
+from components.common.vectors import VECTOR_DIM
 from components.example_gen import executor
 from components.example_gen.config import ITEM_DIM_KEY, USER_DIM_KEY
-from pipeline.configs import VECTOR_DIM
 
 
 class RecipeCsvExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):

@@ -12,8 +12,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from components.common.vectors import VECTOR_DIM
 from components.example_gen.recipe_csv import ITEM_ID, ITEM_VECTOR, LABEL, USER_ID, USER_VECTOR
-from pipeline.configs import VECTOR_DIM
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "schema" / "schema.pbtxt"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import tf_keras as keras
 
+from components.common.vectors import VECTOR_DIM
 from components.example_gen.recipe_csv import ITEM_VECTOR, USER_VECTOR
-from pipeline.configs import VECTOR_DIM
 
 TOWER_UNITS = 64
 USER_TOWER, ITEM_TOWER, OUTPUT = "user_tower", "item_tower", "output"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components.common.paths import absolute
 from components.embeddings_publisher.component import publisher_for
 from components.example_gen.component import RecipeCsvExampleGen
 from components.example_gen.inputs import example_gen_inputs, has_span_placeholder, range_config
@@ -209,7 +209,7 @@ def trained_and_evaluated(
         baseline = served.outputs["model"]
     elif baseline_from == "push_records":  # open-source KFP runs no Resolver node
         nodes["model_resolver"] = LatestBlessedModel(
-            trainer.outputs["model"], _local_or_remote(config.serving_dir)
+            trainer.outputs["model"], absolute(config.serving_dir)
         ).with_id("latest_blessed_model")
         baseline = nodes["model_resolver"].outputs["baseline"]
     else:  # Vertex compiles TFX's own strategies only
@@ -228,10 +228,6 @@ def trained_and_evaluated(
     return nodes
 
 
-def _local_or_remote(path: str) -> str:
-    return os.path.abspath(path) if "://" not in path else path
-
-
 def pushed_and_published(
     config: PipelineConfig, source: ExamplesSource, items: str | None, trained: dict
 ) -> dict:
@@ -240,14 +236,14 @@ def pushed_and_published(
     pusher = TwoTowerPusher(
         model=trained["trainer"].outputs["model"],
         model_blessing=trained["evaluator"].outputs["blessing"],
-        serving_dir=_local_or_remote(config.serving_dir),
+        serving_dir=absolute(config.serving_dir),
         base_path_prefix=config.base_path_prefix,
         keep_versions=config.keep_versions,
     )
     item_embeddings = ItemEmbeddings(
         pushed_model=pusher.outputs["pushed_model"],
         examples=source.examples,
-        output_dir=_local_or_remote(config.output_dir),
+        output_dir=absolute(config.output_dir),
         item_dim=config.item_dim,
         items=items,
         **({"catalogue": source.catalogue} if source.catalogue is not None else {}),

@@ -10,7 +10,6 @@ item vector; catalogue ids are joined when the item embeddings are computed).
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import math
 from collections import deque
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from components.common.errors import DataError
+from components.common.paths import open_binary
 
 CHUNK_BYTES = 8 << 20
 PARSE_WORKERS = 2
@@ -90,17 +90,6 @@ def vector_ids(vectors: np.ndarray) -> np.ndarray:
 
 
 # -- parsing ----------------------------------------------------------------------------------
-
-
-def open_binary(path: str) -> BinaryIO:
-    """Open a local or remote (gs://, s3://) file for reading; `.gz` is decompressed."""
-    if "://" in path:
-        import tensorflow as tf
-
-        raw: BinaryIO = tf.io.gfile.GFile(path, "rb")
-    else:
-        raw = open(path, "rb")  # noqa: SIM115 (returned to the caller)
-    return gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
 
 
 def _line_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:

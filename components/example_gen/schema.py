@@ -12,6 +12,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from components.common.paths import is_remote
 from components.common.vectors import VECTOR_DIM
 from components.example_gen.recipe_csv import ITEM_ID, ITEM_VECTOR, LABEL, USER_ID, USER_VECTOR
 
@@ -47,7 +48,7 @@ def schema_file_for(user_dim: int, item_dim: int, output_dir: str | Path) -> Pat
         return CHECKED_IN
     text = schema_text(user_dim, item_dim)
     name = f"schema_{user_dim}x{item_dim}.pbtxt"
-    if "://" in str(output_dir):
+    if is_remote(output_dir):
         import tensorflow as tf
 
         path = f"{str(output_dir).rstrip('/')}/schema/{name}"

@@ -20,7 +20,8 @@ the previous config (loaded); with `labels_for_unavailable` `stable` names the n
 
 Pruning never removes a version named by the new or the previous config, by Redis (current or
 another kept store version), by the pin, or newer than the new one (a push in flight); of the
-rest, the newest `keep` complete versions stay. Both towers' folders of a version go together.
+rest, none stays beyond the newest `keep` complete versions (`keep_versions`; 0 keeps all).
+Both towers' folders of a version go together.
 """
 
 from __future__ import annotations
@@ -145,11 +146,9 @@ def plan(
     for version in complete:
         if version > new:
             hold(version, "newer than the published version (a push in flight)")
-    rest = [v for v in complete if v not in why]
-    prune = rest[:-keep] if keep > 0 and len(rest) > keep else []
-    prune = prune if keep > 0 else []
-    for version in rest[-keep:] if keep > 0 else rest:
-        hold(version, f"among the newest {keep} kept" if keep > 0 else "keep_versions is 0")
+    for version in complete[-keep:] if keep > 0 else complete:
+        hold(version, f"among the newest {keep}" if keep > 0 else "keep_versions is 0: keep all")
+    prune = [v for v in complete if v not in why]
     return Plan(named, labels, prune, [v for v in orphans if v not in why], why)
 
 

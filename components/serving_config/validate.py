@@ -49,10 +49,11 @@ class _OneVersionServer(ModelServerProcess):
             stub = model_service_pb2_grpc.ModelServiceStub(channel)
             waiting = list(TOWERS)
             while waiting:
-                if not self.running:
+                if not self.running:  # both servers exit when a model's first load fails
+                    lines = self._log_tail().strip().splitlines() or ["(no log)"]
                     raise InfraValidationError(
-                        f"the model server exited while loading version {self.version}:\n"
-                        f"{self._log_tail()}"
+                        f"version {self.version} failed to load: the model server exited "
+                        f"({lines[-1]})"
                     )
                 if time.monotonic() > deadline:
                     raise InfraValidationError(

@@ -193,7 +193,7 @@ def test_pruning_never_removes_what_the_config_or_a_pin_names(tmp_path):
         publish_index(tmp_path, step)
         report = serve(tmp_path, step, keep=1)
     # 5 new, 4 served before, 1 pinned, 3 named by the previous config; 2 nothing names
-    assert config_of(tmp_path) == ([1, 4, 5], {"stable": 4})
+    assert config_of(tmp_path) == ([1, 4, 5], {"stable": 1})  # the pinned version is stable
     assert on_disk(tmp_path) == [1, 3, 4, 5]
     assert "pinned by a rollback" in report["kept_because"]["1"]
     (tmp_path / "serving" / PIN_FILE).unlink()
@@ -258,3 +258,21 @@ def test_plan_holds_everything_that_names_a_version():
     assert plan.prune == []  # 4 named by the previous config, 7 newer (a push in flight)
     plan = lifecycle.plan(6, [1, 2, 3, 4, 5, 6, 7, 8], ([5], {}), lifecycle.Holders(), keep=1)
     assert plan.prune == [1, 2, 3, 4] and plan.named == [5, 6]
+
+
+def test_a_rollback_is_named_by_the_cli_and_labelled_stable_once_loaded(tmp_path, capsys):
+    from components.serving_config.__main__ import main
+
+    for step in (1, 2, 3):
+        push(tmp_path, f"m{step}", float(step))
+        publish_index(tmp_path, step)
+        serve(tmp_path, step)
+    (tmp_path / "serving" / PIN_FILE).write_text(json.dumps({"version": 1}))
+    args = ["--serving_dir", str(tmp_path / "serving"), "--output_dir", str(tmp_path / "out")]
+    assert main([*args, "--version", "1", "--skip_infra_validation"]) == 0
+    assert json.loads(capsys.readouterr().out)["named"] == [1, 3]
+    assert config_of(tmp_path) == ([1, 3], {"stable": 3})  # 1 is not loaded yet
+    assert main([*args, "--version", "1", "--skip_infra_validation"]) == 0
+    assert config_of(tmp_path) == ([1, 3], {"stable": 1})
+    assert main([*args, "--version", "7"]) == 1
+    assert "version 7 is not completely pushed" in capsys.readouterr().err

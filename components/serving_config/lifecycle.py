@@ -139,6 +139,8 @@ def plan(
         labels = {STABLE: new, **({PREVIOUS: served} if served is not None else {})}
     else:
         labels = {STABLE: served} if served is not None else {}
+    if holders.pinned is not None and holders.pinned in before and holders.pinned in complete:
+        labels[STABLE] = holders.pinned  # a rollback: the pinned version is the stable one
     for version in before:
         hold(version, "named by the previous config")
     for version in holders.redis_kept:

@@ -7,8 +7,10 @@
    exact search and queries/s on one thread (target >= 0.95 at >= 2,000 q/s).
 3. `POST /recall` through the real service (uvicorn subprocess) and the local model server on
    this machine, at fixed request rates: p50/p99 latency from each request's scheduled start
-   (a late request counts its wait), achieved rate, errors. Plus wrk's closed-loop maximum
-   when `wrk` is installed.
+   (a late request counts its wait), achieved rate, errors, over `--repeats` runs (ranges);
+   the service's cold start (process start -> port answers -> ready) and resident memory.
+   Plus wrk's closed-loop maximum when `wrk` is installed.
+   `--code_dir DIR` runs the servers from another checkout (e.g. main, for a before/after).
 
 Synthetic data, seeded: item embeddings are ReLU outputs of a Gaussian mixture (the item
 tower ends in a ReLU) and queries are such vectors times a folded weight vector; the served
@@ -262,50 +264,75 @@ def run_wrk(url: str, body: bytes, workdir: Path, seconds: int) -> str | None:
     return done.stdout
 
 
-def bench_service(workdir: Path, out: Path, rates: list[float], seconds: float) -> dict:
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) of a process, in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields
+
+
+def bench_service(
+    workdir: Path,
+    out: Path,
+    rates: list[float],
+    seconds: float,
+    repeats: int = 1,
+    code_dir: Path = REPO,
+) -> dict:
     import httpx
 
     from serving.client import UserTowerClient
     from tests.redis_server import free_port
 
     grpc_port, http_port = free_port(), free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(code_dir)}
     log = (workdir / "servers.log").open("ab")
     server = subprocess.Popen(
         [sys.executable, "-m", "serving.model_server", "--port", str(grpc_port),
          "--bind_address", "127.0.0.1",
          "--model_config_file", str(out / "serving" / "models.config")],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=code_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     service = None
     try:
         with UserTowerClient(f"127.0.0.1:{grpc_port}", timeout_s=2.0) as probe:
             probe.wait_until_available(120, version=1)
+        launched = time.perf_counter()
         service = subprocess.Popen(
             [sys.executable, "-m", "serving.recall", "--serving_dir", str(out / "serving"),
              "--output_dir", str(out), "--tf_serving", f"127.0.0.1:{grpc_port}",
              "--port", str(http_port), "--log_level", "warning"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=code_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         base = f"http://127.0.0.1:{http_port}"
 
-        def ready() -> bool:
+        def health() -> int | None:
             try:
-                return httpx.get(f"{base}/health", timeout=2).status_code == 200
+                return httpx.get(f"{base}/health", timeout=2).status_code
             except httpx.HTTPError:
-                return False
+                return None
 
-        _wait(ready, 180, "the recall service is not ready", service)
+        _wait(lambda: health() is not None, 180, "the recall service does not answer", service)
+        answers_s = time.perf_counter() - launched
+        _wait(lambda: health() == 200, 180, "the recall service is not ready", service)
+        cold = {"answers_s": answers_s, "ready_s": time.perf_counter() - launched}
         rng = np.random.default_rng(4)
         bodies = [
             json.dumps({"user_vector": rng.standard_normal(USER_DIM).tolist(), "n": 100}).encode()
             for _ in range(64)
         ]
         asyncio.run(fixed_rate("127.0.0.1", http_port, bodies, 50, 1.0))  # warm
-        results = {
-            f"{int(rate)}": asyncio.run(fixed_rate("127.0.0.1", http_port, bodies, rate, seconds))
-            for rate in rates
-        }
+        cold["memory_ready"] = memory_mb(service.pid)
+        results: dict = {"cold": cold}
+        for rate in rates:
+            results[f"{int(rate)}"] = [
+                asyncio.run(fixed_rate("127.0.0.1", http_port, bodies, rate, seconds))
+                for _ in range(repeats)
+            ]
+        cold["memory_after_load"] = memory_mb(service.pid)
         results["wrk"] = run_wrk(f"{base}/recall", bodies[0], workdir, int(max(5, seconds)))
         return results
     finally:
@@ -318,12 +345,50 @@ def bench_service(workdir: Path, out: Path, rates: list[float], seconds: float) 
                     process.kill()
 
 
+def _span(values: list[float], unit: str, digits: int = 1) -> str:
+    low, high = min(values), max(values)
+    if round(low, digits) == round(high, digits):
+        return f"{low:.{digits}f} {unit}"
+    return f"{low:.{digits}f}-{high:.{digits}f} {unit}"
+
+
+def report_service(served: dict, rates: list[float], items: int, code_dir: Path) -> None:
+    cold = served["cold"]
+    memory, loaded = cold["memory_ready"], cold["memory_after_load"]
+    print(
+        f"recall service ({code_dir}): port answers {cold['answers_s']:.1f} s after start, "
+        f"ready {cold['ready_s']:.1f} s; RSS {memory['VmRSS']:.0f} MB when ready, "
+        f"{loaded['VmRSS']:.0f} MB after the load (peak {loaded['VmHWM']:.0f} MB)"
+    )
+    for rate in rates:
+        runs = served[f"{int(rate)}"]
+        sent = sum(r["sent"] for r in runs)
+        asked = sum(r["requests"] for r in runs)
+        print(
+            f"/recall at {rate:,.0f} req/s (n=100, {items:,} items, {len(runs)} runs): p50 "
+            f"{_span([r['p50_ms'] for r in runs], 'ms')}, p99 "
+            f"{_span([r['p99_ms'] for r in runs], 'ms')}; achieved "
+            f"{_span([r['achieved_rps'] for r in runs], 'req/s', 0)}, "
+            f"{sum(r['errors'] for r in runs)} errors of {sent:,} sent"
+            + (
+                f" ({asked - sent:,} never sent: the machine could not keep up)"
+                if sent < asked
+                else ""
+            )
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=5.0, help="per fixed request rate")
     parser.add_argument("--rates", type=float, nargs="+", default=[200.0, 1000.0])
     parser.add_argument("--skip_service", action="store_true", help="only Redis and faiss")
+    parser.add_argument("--skip_publish", action="store_true", help="no Redis publish figure")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per rate (ranges)")
+    parser.add_argument(
+        "--code_dir", type=Path, default=REPO, help="checkout the servers run from (before/after)"
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench_recall."))
     try:
@@ -331,12 +396,13 @@ def main(argv: list[str] | None = None) -> None:
         embeddings, vectors, weights = synthetic_items(args.items)
         ids = [f"item-{i}" for i in range(args.items)]
 
-        published = bench_publish(ids, embeddings, vectors, workdir)
-        ratio = published["items_per_s"] / TARGET_PUBLISH
-        print(
-            f"redis publish: {published['items']:,} items in {published['seconds']:.1f} s = "
-            f"{published['items_per_s']:,.0f} items/s ({ratio:.2f}x the 100k/s target)"
-        )
+        if not args.skip_publish:
+            published = bench_publish(ids, embeddings, vectors, workdir)
+            ratio = published["items_per_s"] / TARGET_PUBLISH
+            print(
+                f"redis publish: {published['items']:,} items in {published['seconds']:.1f} s "
+                f"= {published['items_per_s']:,.0f} items/s ({ratio:.2f}x the 100k/s target)"
+            )
         del vectors
 
         out = workdir / "out"
@@ -361,20 +427,10 @@ def main(argv: list[str] | None = None) -> None:
         write_item_embeddings(out / "item_embeddings" / "1", ids, embeddings)
         del embeddings
         write_stand_in_towers(out / "serving", weights)
-        served = bench_service(workdir, out, args.rates, args.seconds)
-        for rate in args.rates:
-            r = served[f"{int(rate)}"]
-            print(
-                f"/recall at {rate:,.0f} req/s (n=100, {args.items:,} items): p50 "
-                f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; achieved "
-                f"{r['achieved_rps']:,.0f} req/s ({r['achieved_rps'] / rate:.2f}x asked), "
-                f"{r['errors']} errors of {r['sent']:,} sent"
-                + (
-                    f" ({r['requests'] - r['sent']:,} never sent: the machine could not keep up)"
-                    if r["sent"] < r["requests"]
-                    else ""
-                )
-            )
+        served = bench_service(
+            workdir, out, args.rates, args.seconds, args.repeats, args.code_dir.resolve()
+        )
+        report_service(served, args.rates, args.items, args.code_dir)
         if served["wrk"]:
             print("wrk -t1 -c16 (closed loop, the service's maximum):")
             print("\n".join("  " + line for line in served["wrk"].strip().splitlines()))

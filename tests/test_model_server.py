@@ -193,11 +193,122 @@ def test_bad_input_is_invalid_argument_naming_the_input(stubs, user_vectors):
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "user_vector" in caught.value.details()
         assert expected_words in caught.value.details()
+
+
+# What tensorflow_model_server answers, from its source: predict_util.cc (RunPredict,
+# PreProcessPrediction), model_servers/http_server.cc (ToHTTPStatusCode: FAILED_PRECONDITION and
+# INVALID_ARGUMENT are HTTP 400) and the REST API docs (every error is {"error": message}).
+
+
+def test_an_unknown_signature_is_failed_precondition_as_in_tf_serving(stubs, user_vectors):
     bad_signature = _predict_request("user_tower", user_vectors[:1])
     bad_signature.model_spec.signature_name = "nope"
     with pytest.raises(grpc.RpcError) as caught:
         stubs[0].Predict(bad_signature, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert 'Serving signature key "nope" not found.' in caught.value.details()
+
+
+def test_a_duplicate_output_filter_is_invalid_argument_as_in_tf_serving(stubs, user_vectors):
+    request = _predict_request("user_tower", user_vectors[:1])
+    request.output_filter.extend(["query", "bias", "query"])
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs[0].Predict(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "duplicate output tensor alias: query" in caught.value.details()
+    del request.output_filter[2]  # distinct entries still answer only what they name
+    response = stubs[0].Predict(request, timeout=10)
+    assert sorted(response.outputs) == ["bias", "query"]
+
+
+def _raw_rest(server, head: bytes) -> tuple[int, dict, bytes]:
+    """Send `head` as is; (status, JSON body, the raw answer) read until the server closes."""
+    import socket
+
+    host, port = server.rest_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head)
+        answer = b""
+        while chunk := conn.recv(65536):  # a server that hangs fails on the timeout
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1]), answer
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-5", b"1e3"])
+def test_a_bad_rest_content_length_is_400_with_tf_servings_error_json(server, length):
+    head = (
+        b"POST /v1/models/user_tower:predict HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: " + length + b"\r\n\r\n{}"
+    )
+    status, body, answer = _raw_rest(server, head)
+    assert status == 400 and list(body) == ["error"] and "Content-Length" in body["error"]
+    assert b"connection: close" in answer.lower()
+
+
+def test_reload_config_is_refused_unless_the_server_allows_it(stubs, server, serving_root):
+    from tensorflow_serving.apis import model_management_pb2
+
+    request = model_management_pb2.ReloadConfigRequest()
+    request.config.model_config_list.config.add(name="user_tower", base_path="/nonexistent")
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs[1].HandleReloadConfigRequest(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "--allow_reload_config" in caught.value.details()
+    assert _status(stubs, "user_tower")[1] == AVAILABLE  # nothing was unloaded
+
+
+def test_the_kubernetes_readiness_probe_passes_only_while_the_towers_are_available(server):
+    """The manifest's exec probe, run by bash against the stand-in's REST port."""
+    import subprocess
+
+    import yaml
+
+    manifest = Path(__file__).resolve().parents[1] / "serving" / "tf_serving" / "kubernetes.yaml"
+    (deployment,) = [
+        d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Deployment"
+    ]
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]
+    port = server.rest_url.rsplit(":", 1)[1]
+    script = command["command"][-1].replace("/8501", f"/{port}")
+
+    def probe(text: str) -> int:
+        return subprocess.run(["bash", "-c", text], timeout=30).returncode
+
+    assert probe(script) == 0
+    assert probe(script.replace("item_tower", "no_such_tower")) != 0  # 404: not ready
+    assert probe(script.replace("user_tower item_tower", PINNED)) == 0
+
+
+def test_the_stand_in_binds_loopback_unless_told(serving_root):
+    from serving.model_server.__main__ import parse_args
+
+    config = f"--model_config_file={serving_root / 'models.config'}"
+    assert parse_args([config]).bind_address == "127.0.0.1"
+    assert parse_args([config]).allow_reload_config is False
+    assert parse_args([config, "--bind_address=0.0.0.0"]).bind_address == "0.0.0.0"
+
+
+def test_reload_config_applies_when_allowed(pushed_run):
+    """In this process: a server started with allow_reload_config applies the new config."""
+    from tensorflow_serving.apis import model_management_pb2
+
+    from serving.model_server import ModelRegistry
+    from serving.model_server.grpc_service import grpc_server
+
+    registry = ModelRegistry(models_config(str(pushed_run["serving"])))
+    server, port = grpc_server(registry, "127.0.0.1:0", 2, allow_reload_config=True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            request = model_management_pb2.ReloadConfigRequest()
+            request.config.CopyFrom(models_config(str(pushed_run["serving"])))
+            del request.config.model_config_list.config[1]  # item_tower
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            response = stub.HandleReloadConfigRequest(request, timeout=30)
+        assert response.status.error_code == 0 and registry.model_names() == ["user_tower"]
+    finally:
+        server.stop(0)
+        registry.stop()
 
 
 def test_version_label_selects_its_version(stubs, user_vectors):

@@ -5,7 +5,11 @@ when the part does; a version pushed under load fails no request."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,8 +22,11 @@ from test_recall_service import REPO, ModelServer, prepare_output, wait_for
 
 from tests.redis_server import RedisServer, free_port, redis_server_path
 
-TIMEOUT_S = 0.5  # the service's --timeout_s for TF Serving and Redis calls
+TIMEOUT_S = 0.5  # the service's --timeout_s: each request's deadline from its arrival
 BOUND_S = TIMEOUT_S + 2.0  # an outage's answer: the timeout plus a loaded machine's slack
+MARGIN_S = 0.35  # past the deadline, under 64 concurrent clients on a 2-core machine
+MAX_IN_FLIGHT = 48  # the service's --max_in_flight, below the 64 clients of the stall test
+HEADER_TIMEOUT_S = 1.0
 USER = {"user_vector": [0.05] * 128, "n": 5}
 
 
@@ -56,6 +63,12 @@ def world(pushed_run, tmp_path_factory):
                 str(TIMEOUT_S),
                 "--poll_s",
                 "0.2",
+                "--max_in_flight",
+                str(MAX_IN_FLIGHT),
+                "--header_timeout_s",
+                str(HEADER_TIMEOUT_S),
+                "--body_timeout_s",
+                str(HEADER_TIMEOUT_S),
                 "--log_level",
                 "warning",
             ],
@@ -83,6 +96,7 @@ def world(pushed_run, tmp_path_factory):
             "http": http,
             "history": [item["item_id"] for item in history],
             "log": root / "recall.log",
+            "port": port,
         }
         http.close()
     finally:
@@ -184,3 +198,179 @@ def test_a_version_pushed_under_load_fails_no_request(world):
         # each client saw version 1, then version 2, and never 1 again once it had seen 2
         assert versions[0] == 1 and versions[-1] == 2
         assert versions == sorted(versions)
+
+
+def concurrent_posts(port: int, body: dict, clients: int) -> list[tuple[int, float, dict, dict]]:
+    """`clients` requests sent together over as many warm keep-alive connections, from one
+    asyncio thread (64 client threads would add their own scheduling delays to the figures):
+    (status, seconds from send to the whole answer, headers, JSON body) each."""
+    payload = json.dumps(body).encode()
+    request = (
+        b"POST /recall HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+    )
+
+    async def answer(reader: asyncio.StreamReader) -> tuple[int, dict, dict]:
+        status = int((await reader.readline()).split()[1])
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        content = await reader.readexactly(int(headers["content-length"]))
+        return status, headers, json.loads(content)
+
+    async def one(connection, go: asyncio.Event) -> tuple[int, float, dict, dict]:
+        reader, writer = connection
+        await go.wait()
+        started = time.monotonic()
+        writer.write(request)
+        status, headers, content = await answer(reader)
+        seconds = time.monotonic() - started
+        writer.close()
+        return status, seconds, headers, content
+
+    async def run() -> list:
+        connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(clients)]
+        for reader, writer in connections:  # each connection warm: one request answered
+            writer.write(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await answer(reader)
+        go = asyncio.Event()
+        tasks = [asyncio.create_task(one(c, go)) for c in connections]
+        go.set()
+        return await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+
+    return asyncio.run(run())
+
+
+def test_a_stalled_model_server_answers_every_request_by_its_deadline_and_recovers(world):
+    """64 clients at once while the model server is SIGSTOPped: beyond --max_in_flight an
+    immediate 503 with Retry-After; the others 503 by their deadline (arrival + timeout);
+    none later than the deadline plus a small margin. After SIGCONT all answer 200."""
+    http, server = world["http"], world["model_server"]
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        answers = concurrent_posts(world["port"], USER, 64)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    statuses = [status for status, *_ in answers]
+    seconds = sorted(s for _, s, *_ in answers)
+    assert set(statuses) == {503}, statuses
+    assert seconds[-1] <= TIMEOUT_S + MARGIN_S, seconds[-5:]
+    busy = [(headers, body) for _, _, headers, body in answers if "busy" in body["error"]]
+    assert len(busy) >= 64 - MAX_IN_FLIGHT
+    assert all(headers["retry-after"] == "1" for headers, _ in busy)
+    for *_, body in answers:
+        text = json.dumps(body)
+        assert server.target not in text and world["redis"].url not in text
+
+    wait_for(lambda: http.post("/recall", json=USER).status_code == 200, 30, "no recovery")
+    wait_for(lambda: http.get("/health/ready").status_code == 200, 30, "not ready again")
+    recovered = concurrent_posts(world["port"], USER, 32)
+    assert {status for status, *_ in recovered} == {200}
+    assert max(s for _, s, *_ in recovered) <= TIMEOUT_S + MARGIN_S
+
+
+def test_a_client_that_sends_its_headers_slowly_is_cut_off(world):
+    """The real uvicorn process: a request whose headers never complete gets 408 and a closed
+    connection after --header_timeout_s, even while it trickles bytes; others are served."""
+    with socket.create_connection(("127.0.0.1", world["port"]), timeout=10) as slow:
+        started = time.monotonic()
+        slow.sendall(b"POST /recall HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        trickled = 0
+        while time.monotonic() - started < HEADER_TIMEOUT_S + 0.5:
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")  # a header line now and then, never the end
+                trickled += 1
+            except OSError:
+                break  # the server closed it
+            assert world["http"].get("/health/live").status_code == 200
+            slow.settimeout(0.2)
+            try:
+                if slow.recv(1, socket.MSG_PEEK):
+                    break  # the server answered
+            except TimeoutError:
+                pass
+        slow.settimeout(10)
+        answer = b""
+        while chunk := slow.recv(4096):  # until the server closes
+            answer += chunk
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert HEADER_TIMEOUT_S <= elapsed < HEADER_TIMEOUT_S + 1.0 and trickled > 1
+
+
+def test_a_body_that_never_arrives_is_408(world):
+    with socket.create_connection(("127.0.0.1", world["port"]), timeout=10) as slow:
+        started = time.monotonic()
+        slow.sendall(
+            b"POST /recall HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b'content-length: 100\r\n\r\n{"user_vector": ['
+        )
+        answer = slow.recv(4096)
+        elapsed = time.monotonic() - started
+        while not answer.endswith(b"}") and (chunk := slow.recv(4096)):
+            answer += chunk  # the body may follow the head in a second packet
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"field":"body"' in answer.replace(b" ", b"")
+    assert HEADER_TIMEOUT_S <= elapsed < HEADER_TIMEOUT_S + 1.0
+
+
+def test_two_pushes_in_a_row_under_eight_clients_fail_nothing_and_never_mix(world):
+    """Versions 3 and 4 are version 1's towers with item embeddings times 3 and times 4: an
+    answer's scores say which version's items it used. Eight clients (user vectors and
+    histories) across both switches: no error, versions never go back, and every answer's
+    scores are those of the version it names."""
+    http, redis = world["http"], world["redis"]
+    scale = {1: 1.0, 2: 1.0, 3: 3.0, 4: 4.0}  # the earlier test pushed 2 as a plain copy
+    bodies = [USER, {"history": world["history"], "n": 5}] * 4
+    first = {i: http.post("/recall", json=body).json() for i, body in enumerate(bodies[:2])}
+    per_client: list[list[tuple[int, dict | None]]] = [[] for _ in bodies]
+    stop = threading.Event()
+
+    def load(body: dict, results: list) -> None:
+        with httpx.Client(base_url=http.base_url, timeout=10.0) as own:
+            while not stop.is_set():
+                answer = own.post("/recall", json=body)
+                results.append((answer.status_code, answer.json()))
+
+    def done() -> int:
+        return min(len(results) for results in per_client)
+
+    threads = [
+        threading.Thread(target=load, args=(body, results))
+        for body, results in zip(bodies, per_client, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: done() >= 5, 60, "no load")
+        for version in (3, 4):
+            push_copy(world["out"], version, scale=scale[version])
+            run_publisher(world["out"], version, world["root"], redis_url=redis.url,
+                          items=world["items"])  # fmt: skip
+            wait_for(lambda v=version: http.get("/health").json()["version"] == v, 90,
+                     f"version {version} not served")  # fmt: skip
+        settled = done()
+        wait_for(lambda: done() >= settled + 5, 60, "no load after the switches")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    for client, results in enumerate(per_client):
+        failed = [(status, body) for status, body in results if status != 200]
+        assert not failed, failed[:3]
+        versions = [body["version"] for _, body in results]
+        assert versions == sorted(versions) and versions[-1] == 4 and 3 in versions
+        reference = first[client % 2]
+        base = scale[reference["version"]]
+        bias = json.loads((world["out"] / "ann_index" / "1" / "manifest.json").read_text())[
+            "output_bias"
+        ]
+        for _, body in results:
+            assert [i["item_id"] for i in body["items"]] == [
+                i["item_id"] for i in reference["items"]
+            ]  # a positive scale keeps the ranking
+            ratio = scale[body["version"]] / base
+            for got, ref in zip(body["items"], reference["items"], strict=True):
+                # score = query · embedding + b: the dot product scales with the embeddings
+                assert got["score"] - bias == pytest.approx(ratio * (ref["score"] - bias), rel=1e-4)

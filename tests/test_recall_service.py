@@ -21,7 +21,7 @@ from test_embeddings_publisher import copy_run, push_copy, run_publisher, write_
 from components.embeddings_publisher import publishing
 from components.pusher.serving_layout import write_models_config
 from serving.client import UserTowerClient
-from serving.recall import RecallService, create_app
+from serving.recall import RecallService, create_app, top_items
 from tests.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,3 +305,144 @@ def test_a_new_push_is_served_once_its_user_tower_is(world, pushed_run, tmp_path
         answer = follower.post("/recall", json=body)
         assert answer.status_code == 200 and answer.json()["version"] == 2
     tower.close()
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"user_vector": [0.1] * 3 + [1e19] + [0.1] * 124}, "user_vector.3"),
+        ({"user_vector": [1e38] * 128}, "user_vector.0"),
+        ({"user_vector": [0.1] * 127 + [-1e30]}, "user_vector.127"),
+        ({"user_vector": [0.1] * 127 + [10000.5]}, "user_vector.127"),
+        ({"user_vector": [0.1] * 128, "n": "5"}, "n"),
+        ({"user_vector": [0.1] * 128, "n": 5.0}, "n"),
+        ({"user_vector": [0.1] * 128, "n": True}, "n"),
+        ({"history": ["a"], "exclude_seen": "yes"}, "exclude_seen"),
+        ({"history": ["a"], "exclude_seen": 1}, "exclude_seen"),
+        ({"user_vector": ["0.1"] + [0.1] * 127}, "user_vector.0"),
+        ({"history": [5]}, "history.0"),
+    ],
+)
+def test_extreme_values_and_loose_json_types_are_422_naming_the_field(client, body, field):
+    answer = client.post("/recall", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field and answer.json()["error"].startswith(f"{field}: ")
+
+
+def test_values_at_the_documented_bound_are_ranked(client):
+    from serving.recall.service import MAX_ABS_VALUE
+
+    vector = [MAX_ABS_VALUE, -MAX_ABS_VALUE] * 64
+    answer = client.post("/recall", json={"user_vector": vector, "n": 10})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert len(body["items"]) == 10 and body["ranked"] is True and "warning" not in body
+    scores = [item["score"] for item in body["items"]]
+    assert all(np.isfinite(scores)) and scores == sorted(scores, reverse=True)
+    assert len(set(scores)) > 1  # a ranking, not every item at the bias
+
+
+class ZeroQueryTower:
+    """A user tower that maps everything to a zero query (a dead model): every score = bias."""
+
+    def __init__(self, snapshot) -> None:
+        self.snapshot = snapshot
+
+    def embed(self, vectors, version=None, **_):
+        from serving.client import UserTowerOutput
+
+        n, d = len(vectors), self.snapshot.embeddings.shape[1]
+        zeros = np.zeros((n, d), np.float32)
+        bias = np.full((n, 1), self.snapshot.bias, np.float32)
+        return UserTowerOutput(zeros, zeros, version, bias)
+
+
+def test_a_zero_query_says_the_order_is_arbitrary(world):
+    from serving.recall import load_snapshot
+
+    tower = ZeroQueryTower(load_snapshot(world["out"], 1))
+    service = RecallService(world["out"], tower, timeout_s=TIMEOUT_S)
+    service.refresh()
+    answer = service.recall(user_vector=[0.1] * 128, n=5)
+    assert answer["ranked"] is False and "order is arbitrary" in answer["warning"]
+    scores = [item["score"] for item in answer["items"]]
+    assert len(scores) == 5 and scores == pytest.approx([tower.snapshot.bias] * 5)
+
+
+def test_an_index_that_gives_fewer_rows_than_asked_is_an_error_not_a_short_list(world):
+    import dataclasses
+
+    from serving.index import make_index
+    from serving.recall import load_snapshot
+    from serving.recall.snapshot import ShortListError
+
+    snapshot = load_snapshot(world["out"], 1)
+    # an index that lost items: 5 of the catalogue's rows
+    partial = make_index("flat").build(snapshot.embeddings[:5], list(snapshot.ids[:5]))
+    broken = dataclasses.replace(snapshot, index=partial)
+    query = np.ones(snapshot.embeddings.shape[1], np.float32)
+    assert len(top_items(broken, query, 0.0, 5, frozenset())) == 5
+    with pytest.raises(ShortListError, match="gave 5 of the 10 items"):
+        top_items(broken, query, 0.0, 10, frozenset())
+
+
+def test_ready_turns_503_within_one_poll_when_the_served_version_is_unloaded(
+    world, pushed_run, tmp_path
+):
+    """Version 2 served; its user tower is unloaded from the model server: /health/ready is
+    503 (saying why) by the next poll while /health/live stays 200; once version 1 is loaded
+    the watcher moves to it — index, embeddings and tower all of version 1 — and ready is 200."""
+    poll_s = 0.2
+    out = copy_run(pushed_run, tmp_path)
+    run_publisher(out, 1, tmp_path, items=world["items"])
+    push_copy(out, 2)
+    run_publisher(out, 2, tmp_path, items=world["items"])
+    served = tmp_path / "model_server"
+    for name in ("item_tower", "user_tower"):
+        shutil.copytree(out / "serving" / name / "2", served / name / "2")
+    write_models_config(str(served))
+    with ModelServer(served / "models.config", tmp_path / "ms.log") as server:
+        server.start(2)
+        tower = UserTowerClient(server.target, timeout_s=TIMEOUT_S, retries=0)
+        service = RecallService(out, tower, poll_s=poll_s, timeout_s=TIMEOUT_S)
+        body = {"user_vector": [0.05] * 128, "n": 5}
+        with TestClient(create_app(service)) as http:
+            wait_for(lambda: http.get("/health/ready").status_code == 200, 60, "not ready")
+            assert http.get("/health/ready").json()["version"] == 2
+            assert http.post("/recall", json=body).json()["version"] == 2
+
+            (served / "user_tower" / "2").rename(served / "user_tower" / ".unloaded-2")
+            wait_for(lambda: tower.model_status().get(2) != "AVAILABLE", 30, "2 not unloaded")
+            unloaded = time.monotonic()
+            wait_for(lambda: http.get("/health/ready").status_code == 503, 10, "still ready")
+            assert time.monotonic() - unloaded < poll_s + 1.0  # one poll, a loaded machine's slack
+            ready = http.get("/health/ready")
+            assert "version 2 stopped answering" in ready.json()["reason"]
+            assert server.target not in ready.text  # addresses go to the log, not to clients
+            assert http.get("/health").status_code == 503  # the alias says the same
+            assert http.get("/health/live").status_code == 200
+            refused = http.post("/recall", json=body)
+            assert refused.status_code == 503 and server.target not in refused.text
+
+            staging = served / "user_tower" / ".tmp-1"
+            shutil.copytree(out / "serving" / "user_tower" / "1", staging)
+            staging.rename(served / "user_tower" / "1")
+            wait_for(lambda: http.get("/health/ready").status_code == 200, 90, "no move to 1")
+            health = http.get("/health/ready").json()
+            assert health["versions"] == {"user_tower": 1, "item_embeddings": 1, "store": None}
+            assert http.post("/recall", json=body).json()["version"] == 1
+        tower.close()
+
+
+def test_the_api_key_comes_from_a_file_or_the_environment_never_argv(tmp_path, monkeypatch):
+    from serving.recall import __main__ as cli
+
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    monkeypatch.setenv(cli.API_KEY_ENV, "from-env")
+    assert cli._api_key(str(key_file)) == "from-file"
+    assert cli._api_key(None) == "from-env"
+    with pytest.raises(SystemExit, match="holds a password"):
+        cli._redis_url("redis://:hunter2@127.0.0.1:6379/0")
+    with pytest.raises(SystemExit):
+        cli.main(["--serving_dir", "s", "--output_dir", "o", "--api_key", "k"])  # no such flag

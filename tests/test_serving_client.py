@@ -225,3 +225,51 @@ def test_client_recovers_when_the_server_returns(served, vectors):
         after = wait_until(lambda: client.embed(users), 30, "embed after the restart")
         assert time.monotonic() - ready < 5  # reconnect backoff is capped at 1 s
     np.testing.assert_allclose(after.query, before.query, rtol=0, atol=TOLERANCE)
+
+
+LIGHT_IMPORT = """
+import json, sys, time
+started = time.perf_counter()
+import serving.client
+import serving.recall.app
+seconds = time.perf_counter() - started
+light = {
+    "tensorflow_python": any(m.startswith("tensorflow.python") for m in sys.modules),
+    "tensorflow": "tensorflow" in sys.modules,
+    # VmHWM: this process' peak (ru_maxrss would carry the forking parent's peak over exec)
+    "rss_mb": next(int(line.split()[1]) for line in open("/proc/self/status")
+                   if line.startswith("VmHWM")) / 1024,
+    "seconds": seconds,
+}
+import numpy as np
+import tensorflow as tf  # the real package still imports afterwards, with the same protos
+from serving.client import float_tensor
+from serving.client.protocol import tensor_pb2
+proto = tf.make_tensor_proto(np.ones((2, 3), np.float32))
+light["same_class"] = type(proto) is tensor_pb2.TensorProto
+light["round_trip"] = tf.make_ndarray(float_tensor(np.eye(3))).tolist() == np.eye(3).tolist()
+print(json.dumps(light))
+"""
+
+
+def test_importing_the_client_leaves_tensorflows_runtime_out():
+    """A fresh interpreter: the client and the recall app import without tensorflow.python
+    (no TF runtime), and TensorFlow imported afterwards shares the same message classes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", LIGHT_IMPORT],
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    light = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not light["tensorflow_python"] and not light["tensorflow"]
+    assert light["rss_mb"] < 300
+    assert light["same_class"] and light["round_trip"]

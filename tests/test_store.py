@@ -3,6 +3,7 @@ rollback, publishes that die half-way, outages, publishing an index directory.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +28,9 @@ from serving.store import (
     load_index_catalog,
     publish,
     publish_index,
+    read_pin,
     rollback,
+    unpin,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,8 +231,11 @@ def test_publish_killed_mid_way_leaves_current_and_the_next_publish_cleans_it(
     assert client.smembers(Keys.pending) == set()
 
 
-def test_a_live_publish_is_not_taken_for_dead(redis_server):
-    """A publish that starts while another is writing leaves the other's namespace alone."""
+def test_a_live_publish_is_not_taken_for_dead_and_the_later_publish_stays_current(
+    redis_server,
+):
+    """A publish that starts while another is writing leaves the other's namespace alone;
+    the one that started later stays current: the earlier one ends without switching back."""
     inner = []
 
     def publish_meanwhile(table, written, total):
@@ -238,10 +244,104 @@ def test_a_live_publish_is_not_taken_for_dead(redis_server):
 
     first = publish(redis_server.url, "first", *catalogue(40, 1.0), 0.0, batch=10,
                     progress=publish_meanwhile)  # fmt: skip
-    assert inner[0].cleaned == [] and first.previous == inner[0].version
+    assert inner[0].cleaned == [] and inner[0].committed
+    assert not first.committed and first.previous is None
+    assert inner[0].version in first.reason and "started later" in first.reason
+    assert namespace_keys(redis_server.url, first.version) == []  # the loser cleaned up
     with StoreReader(redis_server.url) as reader:
-        assert reader.current_version() == first.version
-        assert (reader.load().item_embeddings == 1.0).all()
+        assert reader.current_version() == inner[0].version
+        assert reader.versions() == [inner[0].version]
+        assert (reader.load().item_embeddings == 2.0).all()
+
+
+RACING_PUBLISH = """
+import json, sys
+import numpy as np
+from serving.store import publish
+
+version, value, n = int(sys.argv[2]), float(sys.argv[3]), 3000
+sys.stdin.readline()  # both start writing together
+report = publish(sys.argv[1], f"v{version}", [f"item-{i}" for i in range(n)],
+                 np.full((n, 8), value, np.float32), np.full((n, 12), value, np.float32),
+                 0.0, batch=100)
+print(json.dumps(report.to_dict()), flush=True)
+"""
+
+
+def test_racing_publishers_one_wins_and_current_is_the_newest_push(redis_server, tmp_path):
+    """Two real publisher processes, pushed versions 5 and 4, released together: `current` is
+    version 5's whichever commits last, and the loser says why, exit 0."""
+    script = tmp_path / "racing_publish.py"
+    script.write_text(RACING_PUBLISH)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(3):  # different interleavings; every one must end the same way
+        redis.Redis.from_url(redis_server.url).flushall()
+        children = [
+            subprocess.Popen([sys.executable, str(script), redis_server.url, str(v), str(v)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            for v in (4, 5)
+        ]  # fmt: skip
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        reports = {}
+        for version, child in zip((4, 5), children, strict=True):
+            out, _ = child.communicate(timeout=120)
+            assert child.returncode == 0
+            reports[version] = json.loads(out)
+        with StoreReader(redis_server.url) as reader:
+            current = reader.current_version()
+            assert current == reports[5]["version"] and current.startswith("v5-")
+            assert (reader.load().item_embeddings == 5.0).all()
+        assert reports[5]["committed"]
+        if not reports[4]["committed"]:  # 4 committed first and 5 replaced it, or 4 lost
+            assert "a push as new or newer" in reports[4]["reason"]
+            assert namespace_keys(redis_server.url, reports[4]["version"]) == []
+
+
+def test_an_older_push_never_replaces_a_newer_one_unless_a_rollback_asks(redis_server):
+    url = redis_server.url
+    v2 = publish(url, "v2", *catalogue(30, 2.0), 0.0).version
+    stale = publish(url, "v1", *catalogue(30, 1.0), 0.0)
+    again = publish(url, "v2", *catalogue(30, 2.0), 0.0)
+    assert not stale.committed and not again.committed
+    assert f"{v2} is current" in stale.reason
+    with StoreReader(url) as reader:
+        assert reader.current_version() == v2 and reader.versions() == [v2]
+    v3 = publish(url, "v3", *catalogue(30, 3.0), 0.0).version
+    assert rollback(url, to=2, pin=True) == {"previous": v3, "current": v2}
+    pinned = publish(url, "v4", *catalogue(30, 4.0), 0.0)
+    assert not pinned.committed and f"pinned to {v2}" in pinned.reason
+    with StoreReader(url) as reader:
+        assert reader.current_version() == v2
+        assert unpin(url) == v2
+        v4 = publish(url, "v4", *catalogue(30, 4.0), 0.0)
+        assert v4.committed and reader.current_version() == v4.version
+
+
+def test_rollback_cli_pins_redis_and_the_pin_file_then_unpin_frees_both(redis_server, tmp_path):
+    url = redis_server.url
+    v1 = publish(url, "v1", *catalogue(30, 1.0), 0.0).version
+    publish(url, "v2", *catalogue(30, 2.0), 0.0)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FINETOWER_REDIS_URL": url}
+    serving_dir = tmp_path / "serving"
+    serving_dir.mkdir()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "serving.store", *args], env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    done = cli("rollback", "--to", "1", "--serving_dir", str(serving_dir))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["current"] == v1
+    assert url not in done.stdout + done.stderr
+    assert read_pin(serving_dir) == 1
+    assert not publish(url, "v3", *catalogue(30, 3.0), 0.0).committed
+    missing = cli("rollback", "--to", "7")
+    assert missing.returncode == 1 and "'v7' is not a kept version" in missing.stderr
+    assert cli("unpin", "--serving_dir", str(serving_dir)).returncode == 0
+    assert read_pin(serving_dir) is None
+    assert publish(url, "v3", *catalogue(30, 3.0), 0.0).committed
 
 
 def test_redis_down_or_hung_fails_fast_and_recovers(redis_server):

@@ -140,12 +140,15 @@ def test_compose_serves_the_pushed_layout_with_the_official_image(compose):
     batching = mounts[flags["batching_parameters_file"]]
     assert (HERE / batching["source"]).resolve() == BATCHING  # the file exists beside it
     _check_serving_flags(flags, str(Path(flags["batching_parameters_file"]).parent))
-    assert set(compose["ports"]) == {"8500:8500", "8501:8501"}
+    # published on loopback only: nothing in TF Serving authenticates a caller
+    assert set(compose["ports"]) == {"127.0.0.1:8500:8500", "127.0.0.1:8501:8501"}
     probe = " ".join(compose["healthcheck"]["test"])
     assert all(tower in probe for tower in TOWERS) and "/v1/models/" in probe
 
 
-def test_kubernetes_runs_the_same_server_with_a_rest_readiness_probe(compose, kubernetes):
+def test_kubernetes_runs_the_same_server_ready_only_while_both_towers_are_available(
+    compose, kubernetes
+):
     container = kubernetes["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == compose["image"]
     assert container["command"] == compose["entrypoint"]
@@ -162,15 +165,26 @@ def test_kubernetes_runs_the_same_server_with_a_rest_readiness_probe(compose, ku
     assert kubernetes["ConfigMap"]["data"][BATCHING.name] == BATCHING.read_text()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": 8500, "rest": 8501}
-    readiness = container["readinessProbe"]["httpGet"]
-    assert readiness["path"] in {f"/v1/models/{t}" for t in TOWERS}
-    assert ports[readiness["port"]] == 8501
+    # an httpGet probe passes on a version that is END (200 with its status): the probe reads
+    # the state (tests/test_model_server.py runs it against the stand-in)
+    probe = " ".join(container["readinessProbe"]["exec"]["command"])
+    assert all(tower in probe for tower in TOWERS) and '"state": "AVAILABLE"' in probe
+    assert "/dev/tcp/127.0.0.1/8501" in probe
     service_ports = {p["port"] for p in kubernetes["Service"]["spec"]["ports"]}
     assert service_ports == {8500, 8501}
     assert (
         kubernetes["Service"]["spec"]["selector"]
         == (kubernetes["Deployment"]["spec"]["selector"]["matchLabels"])
     )
+
+
+def test_only_the_recall_pods_may_reach_tf_serving(kubernetes):
+    policy = kubernetes["NetworkPolicy"]["spec"]
+    assert policy["podSelector"] == kubernetes["Deployment"]["spec"]["selector"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app": "finetower-recall"}}}]
+    assert {p["port"] for p in rule["ports"]} == {8500, 8501}
 
 
 def test_the_pushers_base_path_prefix_names_the_mounted_towers(tmp_path):

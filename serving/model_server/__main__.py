@@ -56,8 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batching_parameters_file", help="accepted with --enable_batching (warns)")
     p.add_argument(
         "--bind_address",
-        default="0.0.0.0",
-        help="the stand-in's own flag: the address both ports listen on (tests: 127.0.0.1)",
+        default="127.0.0.1",
+        help="the stand-in's own flag: the address both ports listen on (0.0.0.0: every "
+        "interface; nothing here authenticates callers)",
+    )
+    p.add_argument(
+        "--allow_reload_config",
+        action="store_true",
+        help="the stand-in's own flag: accept HandleReloadConfigRequest (refused by default)",
     )
     args = p.parse_args(argv)
     if bool(args.model_config_file) == bool(args.model_base_path):
@@ -111,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         grpc_srv, grpc_port = grpc_server(
-            registry, f"{args.bind_address}:{args.port}", args.grpc_max_threads
+            registry,
+            f"{args.bind_address}:{args.port}",
+            args.grpc_max_threads,
+            allow_reload_config=args.allow_reload_config,
         )
     except (OSError, RuntimeError) as err:
         print(f"model_server: {err}", file=sys.stderr)

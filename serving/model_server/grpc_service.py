@@ -96,8 +96,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, registry: ModelRegistry):
+    """GetModelStatus; HandleReloadConfigRequest only when `allow_reload_config`: whoever
+    reaches the port could otherwise unload the towers (a bogus base_path), and gRPC here has
+    no authentication."""
+
+    def __init__(self, registry: ModelRegistry, allow_reload_config: bool = False):
         self._registry = registry
+        self._allow_reload_config = allow_reload_config
 
     def GetModelStatus(self, request, context):  # noqa: N802
         try:
@@ -107,6 +112,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return get_model_status_pb2.GetModelStatusResponse(model_version_status=statuses)
 
     def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        if not self._allow_reload_config:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "model management is off: start the server with --allow_reload_config",
+            )
         if request.config.WhichOneof("config") != "model_config_list":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "needs a model_config_list")
         self._registry.apply_config(request.config)
@@ -116,7 +126,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def grpc_server(
-    registry: ModelRegistry, address: str, threads: int = 16
+    registry: ModelRegistry, address: str, threads: int = 16, *, allow_reload_config: bool = False
 ) -> tuple[grpc.Server, int]:
     """A started gRPC server on `address` ("host:port"; port 0 picks one) and its port."""
     server = grpc.server(
@@ -130,7 +140,9 @@ def grpc_server(
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(registry), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(registry, allow_reload_config), server
+    )
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind the gRPC port {address}")

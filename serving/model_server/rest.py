@@ -23,10 +23,11 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
 from serving.model_server.errors import ServingError
-from serving.model_server.grpc_service import metadata_response
+from serving.model_server.grpc_service import MAX_MESSAGE_BYTES, metadata_response
 from serving.model_server.registry import ModelRegistry
 from serving.model_server.servable import DEFAULT_SIGNATURE
 
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -180,9 +181,30 @@ def _handler(registry: ModelRegistry):
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _content_length(self) -> int:
+            """The declared body size; a missing, malformed or negative one is 400 (and the
+            connection closes: the body's end is unknown). TF Serving answers every REST
+            error as JSON `{"error": <message>}` (its REST API docs, "Error" section)."""
+            declared = self.headers.get("Content-Length")
+            if declared is None or not declared.strip().isdigit():
+                self.close_connection = True
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Content-Length must be a non-negative integer, got {declared!r}",
+                )
+            if int(declared) > MAX_BODY_BYTES:
+                self.close_connection = True
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"a body of {int(declared)} bytes is over the {MAX_BODY_BYTES} bytes accepted",
+                )
+            return int(declared)
 
         def _route(self, method: str) -> None:
             match = _PATH.match(self.path.split("?", 1)[0])
@@ -195,7 +217,7 @@ def _handler(registry: ModelRegistry):
                 elif method == "GET" and action == "/metadata":
                     answer = metadata_json(registry, _spec(match))
                 elif method == "POST" and action == ":predict":
-                    length = int(self.headers.get("Content-Length") or 0)
+                    length = self._content_length()
                     try:
                         body = json.loads(self.rfile.read(length) or b"null")
                     except json.JSONDecodeError as err:

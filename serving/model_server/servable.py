@@ -54,10 +54,13 @@ class Servable:
     def _function(self, signature_name: str):
         name = signature_name or DEFAULT_SIGNATURE
         if name not in self._functions:
+            # FAILED_PRECONDITION, as TF Serving's RunPredict
+            # (tensorflow_serving/servables/tensorflow/predict_util.cc): "Serving signature
+            # key "<name>" not found."
             raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f'Serving signature key "{name}" not found in {self.name} version '
-                f"{self.version} (has: {', '.join(sorted(self._functions))})",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f'Serving signature key "{name}" not found. ({self.name} version '
+                f"{self.version} has: {', '.join(sorted(self._functions))})",
             )
         return self._functions[name]
 
@@ -104,6 +107,14 @@ class Servable:
                 )
             tensors[alias] = tf.convert_to_tensor(array, dtype=spec.dtype)
         wanted = list(output_filter or [])
+        # duplicates are INVALID_ARGUMENT in TF Serving's PreProcessPrediction (predict_util.cc:
+        # "duplicate output tensor alias: <alias>"), not silently merged
+        duplicates = sorted({alias for alias in wanted if wanted.count(alias) > 1})
+        if duplicates:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"duplicate output tensor alias: {', '.join(duplicates)}",
+            )
         unknown = sorted(set(wanted) - set(function.structured_outputs))
         if unknown:
             raise ServingError(

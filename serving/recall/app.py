@@ -1,16 +1,24 @@
 """The HTTP layer: FastAPI routes, the API key, request bounds, metrics; `serve` under uvicorn.
 
-    POST /recall   {"user_vector": [U floats]} or {"history": [ids]}, "n", "exclude_seen"
-                   -> {"items": [{"item_id", "score" (logit), "probability"}], "version"}
-    GET  /health   200 when a version is served (versions, items, backend), else 503 and why
-    GET  /metrics  Prometheus text
+    POST /recall        {"user_vector": [U floats]} or {"history": [ids]}, "n", "exclude_seen"
+                        -> {"items": [{"item_id", "score" (logit), "probability"}], "version",
+                            "ranked" (false, with a "warning", when the query is all zeros)}
+    GET  /health/live   200 while the process runs
+    GET  /health/ready  200 when a version is served and its user tower answered at the last
+                        poll (versions, items, backend), else 503 and why; /health: the same
+    GET  /metrics       Prometheus text
 
-Bad requests are 422 and name the field; a body over `max_body_bytes` is 413; without the
-API key (when one is set) 401; with nothing consistent to serve, or a dependency down, 503.
+Bad requests are 422 and name the field (strict JSON types: no "5" for n, no "yes" for a
+bool; |x| <= service.MAX_ABS_VALUE); a body over `max_body_bytes` is 413, one that does not
+arrive within `body_timeout_s` 408; without the API key (when one is set) 401; more than
+`max_in_flight` recall requests at once: an immediate 503 with Retry-After; with nothing
+consistent to serve, or a dependency down, 503 naming what failed (addresses go to the log).
+Every recall request's deadline is stamped here, on arrival: `timeout_s` later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -25,6 +33,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from serving.recall.http import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    header_timed_h11,
+)
 from serving.recall.service import (
     DEFAULT_POLL_S,
     DEFAULT_TIMEOUT_S,
@@ -39,6 +52,8 @@ MAX_ID_CHARS = 256
 MAX_VECTOR_DIM = 4096
 MAX_BODY_BYTES = 1 << 20  # the longest history of the longest ids is ~260 KB
 API_KEY_HEADER = "x-api-key"
+DEFAULT_MAX_IN_FLIGHT = 64
+RETRY_AFTER_S = 1
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
@@ -53,7 +68,7 @@ class RecallRequest(BaseModel):
     """Exactly one of `user_vector` (the pretrained user vector) and `history` (item ids,
     oldest -> newest); the top `n`; `exclude_seen` drops the history's items."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as sent, no coercion
 
     user_vector: list[Number] | None = Field(None, min_length=1, max_length=MAX_VECTOR_DIM)
     history: list[ItemId] | None = Field(None, min_length=1, max_length=MAX_HISTORY)
@@ -87,11 +102,23 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers=()) 
 
 
 class Gate:
-    """ASGI middleware before every route: metrics, the API key, the body size bound."""
+    """ASGI middleware before every route: metrics, the API key, the body's size and time
+    bounds, the bound on recall requests in flight, and each request's arrival stamp."""
 
-    def __init__(self, app: Any, *, api_key: str | None, service: RecallService, max_body: int):
+    def __init__(
+        self,
+        app: Any,
+        *,
+        api_key: str | None,
+        service: RecallService,
+        max_body: int,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    ):
         self.app, self.service, self.max_body = app, service, max_body
         self.api_key = api_key.encode() if api_key else None
+        self.max_in_flight, self.body_timeout_s = max_in_flight, body_timeout_s
+        self.in_flight = 0  # touched only on the event loop's thread
 
     def _authorised(self, scope: Scope) -> bool:
         headers = dict(scope["headers"])
@@ -106,6 +133,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        scope.setdefault("state", {})["arrived"] = time.monotonic()
         status = [500]
 
         async def recording(message: Message) -> None:
@@ -113,24 +141,41 @@ class Gate:
                 status[0] = message["status"]
             await send(message)
 
+        counted = scope["path"] == "/recall"
         try:
-            if self.api_key is not None and not self._authorised(scope):
-                body = {"error": "missing or wrong API key (X-API-Key)", "field": API_KEY_HEADER}
-                await _send_json(recording, 401, body, [(b"www-authenticate", b"Bearer")])
+            if counted and self.in_flight >= self.max_in_flight:
+                body = {"error": f"busy: {self.in_flight} requests in flight", "field": None}
+                await _send_json(recording, 503, body, [(b"retry-after", b"%d" % RETRY_AFTER_S)])
                 return
-            if scope["method"] in ("POST", "PUT", "PATCH"):
-                declared = dict(scope["headers"]).get(b"content-length")
-                body = None
-                if declared is None or int(declared) <= self.max_body:
-                    body = await self._read_body(receive)
-                if body is None:
-                    message = f"body: larger than {self.max_body} bytes"
-                    await _send_json(recording, 413, {"error": message, "field": "body"})
-                    return
-                receive = _replay(body, receive)
-            await self.app(scope, receive, recording)
+            self.in_flight += counted
+            try:
+                await self._admitted(scope, receive, recording)
+            finally:
+                self.in_flight -= counted
         finally:
             self.service.metrics.observe(scope["path"], status[0], time.perf_counter() - started)
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.api_key is not None and not self._authorised(scope):
+            body = {"error": "missing or wrong API key (X-API-Key)", "field": API_KEY_HEADER}
+            await _send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+            return
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            declared = dict(scope["headers"]).get(b"content-length")
+            body = None
+            if declared is None or not declared.isdigit() or int(declared) <= self.max_body:
+                try:
+                    body = await asyncio.wait_for(self._read_body(receive), self.body_timeout_s)
+                except TimeoutError:
+                    message = f"body: not received within {self.body_timeout_s} s"
+                    await _send_json(send, 408, {"error": message, "field": "body"})
+                    return
+            if body is None:
+                message = f"body: larger than {self.max_body} bytes"
+                await _send_json(send, 413, {"error": message, "field": "body"})
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes `max_body` (the rest is not read)."""
@@ -185,12 +230,25 @@ def _validation_response(error: RequestValidationError) -> JSONResponse:
 
 
 def create_app(
-    service: RecallService, *, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    service: RecallService,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The ASGI app over `service`; the watcher runs while the app does (lifespan)."""
+    if max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        import anyio.to_thread
+
+        # every admitted recall request gets a thread at once: none queues for one while
+        # its deadline runs (anyio's default is 40)
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, max_in_flight + 8)
         service.start()
         try:
             yield
@@ -209,7 +267,7 @@ def create_app(
         return JSONResponse(error.body(), error.status)
 
     @app.post("/recall")
-    def recall(request: RecallRequest) -> JSONResponse:  # sync: runs in the thread pool
+    def recall(request: RecallRequest, http: Request) -> JSONResponse:  # sync: a pool thread
         """Top n items with the model's logits and probabilities."""
         return JSONResponse(
             service.recall(
@@ -217,20 +275,33 @@ def create_app(
                 history=request.history,
                 n=request.n,
                 exclude_seen=request.exclude_seen,
+                deadline=http.state.arrived + service.timeout_s,
             )
         )
 
+    @app.get("/health/live")
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    @app.get("/health/ready")
     @app.get("/health")
-    def health() -> JSONResponse:
-        ready, body = service.health()
-        return JSONResponse(body, 200 if ready else 503)
+    async def ready() -> JSONResponse:
+        is_ready, body = service.health()
+        return JSONResponse(body, 200 if is_ready else 503)
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         service.health()  # refreshes the ready gauge
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
-    app.add_middleware(Gate, api_key=api_key, service=service, max_body=max_body_bytes)
+    app.add_middleware(
+        Gate,
+        api_key=api_key,
+        service=service,
+        max_body=max_body_bytes,
+        max_in_flight=max_in_flight,
+        body_timeout_s=body_timeout_s,
+    )
     return app
 
 
@@ -268,17 +339,25 @@ def serve(
     port: int = 8000,
     api_key: str | None = None,
     log_level: str = "info",
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
 ) -> None:
-    """Run the service under uvicorn until interrupted."""
+    """Run the service under uvicorn until interrupted, with header and body read timeouts."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         log.warning("listening on %s without an API key: anyone who reaches it can query", host)
+    app = create_app(
+        service, api_key=api_key, max_in_flight=max_in_flight, body_timeout_s=body_timeout_s
+    )
     uvicorn.run(
-        create_app(service, api_key=api_key),
+        app,
         host=host,
         port=port,
         log_level=log_level,
         access_log=False,
+        http=header_timed_h11(header_timeout_s),
+        timeout_keep_alive=5,
     )

@@ -32,7 +32,8 @@ class Metrics:
         )
         self.errors = Counter(
             "finetower_recall_errors",
-            "Failures: tower_unavailable, version_mismatch, store_unavailable, load_failed.",
+            "Failures: tower_unavailable, version_mismatch, store_unavailable, load_failed, "
+            "deadline, short_list, version_gone, store_error.",
             ["kind"],
             registry=self.registry,
         )

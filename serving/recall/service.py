@@ -1,24 +1,18 @@
-"""The recall service's logic: which version is served, and one request's answer.
+"""The recall service's logic: one request's answer, within one deadline.
 
     user_vector [U]  or  history (item ids, oldest -> newest) -> mean of the last N items'
     pretrained vectors -> user tower over gRPC, pinned to the served version -> query [64],
     bias -> ANN shortlist of that version, re-ranked exactly -> top n (logit, probability)
 
-Versions: a watcher thread looks every `poll_s` for the version to serve — with Redis the
-store's current version (`finetower:current`; the pushed version it holds names the local
-index), else the newest complete `<output_dir>/ann_index/<v>`. It loads that version's index
-and embeddings while the old snapshot keeps answering, checks that TF Serving answers for
-user tower version v with the bias the index was published with, and only then swaps the one
-snapshot reference: a request never mixes a user tower of one version with items of another.
-A version whose user tower is not served yet waits (the old one stays); with none served
-the service answers 503 and says why.
+Which version is served, and whether it is ready, is `versions.VersionFollower`'s: a watcher
+thread calls its `refresh()` every `poll_s`. A request takes the served snapshot once and
+answers from it to its end. Each request has one deadline, stamped when it arrived: queueing,
+the Redis lookup and the gRPC call (which gets what is left) all spend the same `timeout_s`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -27,16 +21,18 @@ from typing import Any
 import numpy as np
 
 from components.common.user_vectors import DEFAULT_LAST_N, history_weights
-from components.embeddings_publisher.publishing import pushed_version_of
 from serving.recall.metrics import Metrics
-from serving.recall.snapshot import Snapshot, complete_versions, load_snapshot, top_items
+from serving.recall.snapshot import ShortListError, Snapshot, top_items
+from serving.recall.versions import VersionFollower, mismatch, public_reason
 
 log = logging.getLogger("serving.recall")
 
 DEFAULT_POLL_S = 1.0
 DEFAULT_TIMEOUT_S = 1.0
-BIAS_TOLERANCE = 1e-5
-RETRY_FAILED_LOAD_S = 10.0  # a version that failed to load is tried again after this
+# The pretrained vectors the towers were trained on are unit-scale (|x| < ~10). 1e4 leaves
+# room for any real vector while every product and square the towers and faiss compute stays
+# far inside float32 (1e19 or 1e38 overflowed and came back as empty or arbitrary lists).
+MAX_ABS_VALUE = 1e4
 
 
 class RecallError(Exception):
@@ -52,7 +48,7 @@ class RecallError(Exception):
 
 
 class RecallService:
-    """Holds the served snapshot, follows new versions, answers recall requests.
+    """Answers recall requests from the snapshot its `VersionFollower` serves.
 
     `tower` is a `serving.client.UserTowerClient` (or anything with its `embed`);
     `redis_url` makes the store's current version the one served and history vectors come
@@ -72,131 +68,42 @@ class RecallService:
     ) -> None:
         if last_n < 1:
             raise ValueError(f"last_n must be >= 1, got {last_n}")
-        self.output_dir = Path(output_dir)
-        self.serving_dir = Path(serving_dir) if serving_dir is not None else None
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.tower, self.redis_url = tower, redis_url
         self.last_n, self.poll_s, self.timeout_s = last_n, max(0.05, poll_s), timeout_s
         self.metrics = Metrics()
-        self._snapshot: Snapshot | None = None
-        self._candidate: Snapshot | None = None  # loaded, waiting for its user tower
-        self._failed: tuple[tuple[int, str | None], float] | None = None  # (wanted, when)
-        self._problem: str | None = None  # why the wanted version is not (yet) served
-        self._redis_problem: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._requests = self._watcher = None
+        self._requests = watcher = None
         if redis_url is not None:
             from serving.store import StoreReader
 
             timeouts = dict(connect_timeout=timeout_s, read_timeout=timeout_s)
             # two clients: the watcher's manifest cache never races the requests'
             self._requests = StoreReader(redis_url, **timeouts)
-            self._watcher = StoreReader(redis_url, **timeouts)
+            watcher = StoreReader(redis_url, **timeouts)
+        self.versions = VersionFollower(
+            Path(output_dir),
+            tower,
+            self.metrics,
+            serving_dir=Path(serving_dir) if serving_dir is not None else None,
+            watcher=watcher,
+            timeout_s=timeout_s,
+        )
 
     # -- following versions --------------------------------------------------------------------
 
-    def _wanted(self) -> tuple[int, str | None] | None:
-        """(pushed version, store version) to serve now, or None when there is none."""
-        if self._watcher is None:
-            versions = complete_versions(self.output_dir)
-            return (versions[-1], None) if versions else None
-        from serving.store import StoreUnavailable
-
-        try:
-            current = self._watcher.current_version()
-            if current is None:
-                self._redis_problem = None
-                return None
-            source = self._watcher.manifest(current).get("source", {})
-        except StoreUnavailable as error:
-            if self._redis_problem is None:
-                log.warning("%s", error)
-            self._redis_problem = str(error)
-            self.metrics.error("store_unavailable")
-            return None
-        if self._redis_problem is not None:
-            log.info("Redis answers again")
-        self._redis_problem = None
-        version = source.get("pushed_version", pushed_version_of(current))
-        if version is None:
-            self._problem = f"store version {current} is not a pushed version's (no pushed_version)"
-            return None
-        return int(version), current
-
     def refresh(self) -> None:
-        """One look for the version to serve; load, check and switch to it if it is new."""
-        wanted = self._wanted()
-        served = self._snapshot
-        if wanted is None:
-            if served is None and self._problem is None and self._redis_problem is None:
-                self._problem = "nothing is published yet"
-            return
-        if served is not None and (served.version, served.store_version) == wanted:
-            self._problem = None
-            return
-        candidate = self._candidate
-        if served is not None and served.version == wanted[0]:
-            # the same push republished to the store (e.g. after Redis came back empty): the
-            # items on disk are the same, only the store version pinned for histories changes
-            candidate = dataclasses.replace(served, store_version=wanted[1])
-        if candidate is None or (candidate.version, candidate.store_version) != wanted:
-            failed = self._failed
-            if (
-                failed
-                and failed[0] == wanted
-                and time.monotonic() < failed[1] + RETRY_FAILED_LOAD_S
-            ):
-                return
-            try:
-                candidate = load_snapshot(self.output_dir, *wanted)
-            except Exception as error:  # a bad version must not stop the watcher: report it
-                self._failed = (wanted, time.monotonic())
-                self._problem = f"version {wanted[0]} not loaded: {error}"
-                self.metrics.error("load_failed")
-                log.error("%s", self._problem)
-                return
-            self._candidate, self._failed = candidate, None
-        problem = self._check_tower(candidate)
-        if problem is not None:
-            if problem != self._problem:
-                log.warning("%s", problem)
-            self._problem = problem
-            return
-        self._snapshot, self._candidate, self._problem = candidate, None, None
-        self.metrics.switches.inc()
-        self.metrics.version.set(candidate.version)
-        self.metrics.items.set(len(candidate.ids))
-        log.info(
-            "serving version %d (%d items, %s index%s; was %s)",
-            candidate.version,
-            len(candidate.ids),
-            candidate.backend,
-            f", store {candidate.store_version}" if candidate.store_version else "",
-            served.version if served else None,
-        )
-
-    def _check_tower(self, snapshot: Snapshot) -> str | None:
-        """None when TF Serving answers for this version's user tower with its bias."""
-        if self.serving_dir is not None:
-            pushed = self.serving_dir / "user_tower" / str(snapshot.version) / "saved_model.pb"
-            if not pushed.exists():
-                return f"version {snapshot.version} has no pushed user tower ({pushed} is missing)"
-        probe = np.zeros((1, snapshot.user_dim), np.float32)
-        try:
-            out = self.tower.embed(probe, version=snapshot.version)
-        except Exception as error:  # the client's own errors say what failed
-            return (
-                f"version {snapshot.version}'s items are loaded but its user tower is not "
-                f"served: {error}"
-            )
-        return _mismatch(snapshot, out)
+        """One poll: re-check the served version, switch to a better one if it answers."""
+        self.versions.refresh()
 
     def _watch(self) -> None:
         while not self._stop.is_set():
             try:
                 self.refresh()
-            except Exception as error:  # keep watching whatever one look raised
-                self._problem = f"watcher: {error}"
+            except Exception:  # keep watching whatever one look raised
+                self.versions.pending = "watcher failed (see the log)"
                 log.exception("watcher")
             self._stop.wait(self.poll_s)
 
@@ -210,7 +117,7 @@ class RecallService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.poll_s + 4 * self.timeout_s + 5)
-        for reader in (self._requests, self._watcher):
+        for reader in (self._requests, self.versions.watcher):
             if reader is not None:
                 reader.close()
 
@@ -218,12 +125,13 @@ class RecallService:
 
     @property
     def snapshot(self) -> Snapshot | None:
-        return self._snapshot
+        return self.versions.snapshot
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        snapshot = self._snapshot
-        ready = snapshot is not None
-        reason = None if ready else (self._redis_problem or self._problem or "starting")
+        """(ready, body) for /health/ready: ready = a version is served and its user tower
+        answered at the last poll (its index and store version are loaded with it)."""
+        snapshot = self.versions.snapshot
+        ready, reason = self.versions.ready()
         self.metrics.ready.set(int(ready))
         body: dict[str, Any] = {
             "ready": ready,
@@ -237,12 +145,12 @@ class RecallService:
             "items": len(snapshot.ids) if snapshot else 0,
             "backend": snapshot.backend if snapshot else None,
             "ann_recall_at_100": snapshot.manifest.get("ann_recall") if snapshot else None,
-            "pending": self._problem if ready else None,
+            "pending": self.versions.pending if snapshot else None,
         }
         if self.redis_url is not None:
-            body["redis"] = "unreachable" if self._redis_problem else "ok"
-            if self._redis_problem:
-                body["redis_problem"] = self._redis_problem
+            body["redis"] = "unreachable" if self.versions.redis_problem else "ok"
+            if self.versions.redis_problem:
+                body["redis_problem"] = self.versions.redis_problem
         return ready, body
 
     def recall(
@@ -252,11 +160,16 @@ class RecallService:
         history: list[str] | None = None,
         n: int = 10,
         exclude_seen: bool = False,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
-        """The answer to one request; raises `RecallError` for what the client should see."""
-        snapshot = self._snapshot  # taken once: this request answers from this version
+        """The answer to one request; raises `RecallError` for what the client should see.
+        `deadline` (time.monotonic()) is when the answer is due: arrival + timeout_s."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout_s
+        snapshot = self.versions.snapshot  # taken once: this request answers from this version
         if snapshot is None:
             raise RecallError(503, self.health()[1]["reason"])
+        field = "history" if history is not None else "user_vector"
         extra: dict[str, Any] = {}
         exclude: frozenset[str] = frozenset()
         if history is not None:
@@ -267,38 +180,50 @@ class RecallService:
             if exclude_seen:
                 exclude = frozenset(h for h in history if h in snapshot.row_of)
         else:
-            vector = np.asarray(user_vector, np.float32)
-            if len(vector) != snapshot.user_dim:
-                raise RecallError(
-                    422,
-                    f"has {len(vector)} values; version {snapshot.version}'s user tower takes "
-                    f"{snapshot.user_dim}",
-                    "user_vector",
-                )
-        out = self._embed(snapshot, vector)
-        bias = float(np.ravel(out.bias)[0])
-        if not np.isfinite(out.query).all():
-            field = "history" if history is not None else "user_vector"
+            vector = _checked_user_vector(user_vector, snapshot)
+        out = self._embed(snapshot, vector, deadline)
+        query = np.asarray(out.query, np.float64)[0]
+        if not np.isfinite(query).all():
             raise RecallError(
                 422, "the user tower's output is not finite (values too large)", field
             )
-        items = top_items(snapshot, np.asarray(out.query)[0], bias, n, exclude)
-        return {"items": items, "version": snapshot.version, **extra}
+        bias = float(np.ravel(out.bias)[0])
+        try:
+            items = top_items(snapshot, query, bias, n, exclude)
+        except ShortListError as error:
+            self.metrics.error("short_list")
+            log.error("%s", error)
+            raise RecallError(500, f"{error}: refusing to answer a short list") from None
+        answer = {"items": items, "version": snapshot.version, "ranked": bool(query.any()), **extra}
+        if not answer["ranked"]:
+            # every item scores the bias: any order is as good as another, so say so
+            answer["warning"] = (
+                f"the user tower maps this {field} to a zero query: every item scores the "
+                "bias, the order is arbitrary"
+            )
+        return answer
 
-    def _embed(self, snapshot: Snapshot, vector: np.ndarray):
+    def _embed(self, snapshot: Snapshot, vector: np.ndarray, deadline: float):
         from serving.client import ServingClientError
 
+        if time.monotonic() >= deadline:
+            self.metrics.error("deadline")
+            raise RecallError(503, "the request's deadline passed before the user tower was called")
         try:
-            out = self.tower.embed(vector.reshape(1, -1), version=snapshot.version)
+            out = self.tower.embed(
+                vector.reshape(1, -1), version=snapshot.version, deadline=deadline
+            )
         except ServingClientError as error:
             self.metrics.error("tower_unavailable")
+            log.warning("user tower version %d: %s", snapshot.version, error)
             raise RecallError(
-                503, f"user tower version {snapshot.version} did not answer: {error}"
+                503,
+                f"user tower version {snapshot.version} did not answer ({public_reason(error)})",
             ) from None
-        mismatch = _mismatch(snapshot, out)
-        if mismatch is not None:
+        problem = mismatch(snapshot, out)
+        if problem is not None:
             self.metrics.error("version_mismatch")
-            raise RecallError(503, mismatch)
+            raise RecallError(503, problem)
         return out
 
     def _history_vector(self, snapshot: Snapshot, history: list[str]) -> tuple[np.ndarray, list]:
@@ -310,15 +235,17 @@ class RecallService:
                 found = self._requests.item_vectors_for(history, snapshot.store_version)
             except StoreUnavailable as error:
                 self.metrics.error("store_unavailable")
-                raise RecallError(503, str(error)) from None
-            except VersionNotFound as error:
+                log.warning("%s", error)  # names the server: for the log only
+                raise RecallError(503, "the item store (Redis) did not answer") from None
+            except VersionNotFound:
                 self.metrics.error("version_gone")
                 raise RecallError(
-                    503, f"store version {snapshot.store_version} is gone: {error}"
+                    503, f"store version {snapshot.store_version} is gone from the item store"
                 ) from None
             except StoreError as error:
                 self.metrics.error("store_error")
-                raise RecallError(502, str(error)) from None
+                log.error("%s", error)
+                raise RecallError(502, "the item store (Redis) refused the lookup") from None
             known, vectors, unknown = found.ids, found.vectors, found.unknown
         else:
             if snapshot.item_vectors is None:
@@ -340,18 +267,23 @@ class RecallService:
         return weights @ vectors, unknown
 
 
-def _mismatch(snapshot: Snapshot, out: Any) -> str | None:
-    """Why a user tower answer does not belong with this snapshot's items, or None."""
-    served = int(out.served_version)
-    if served != snapshot.version:
-        return (
-            f"the user tower answered as version {served} but the item embeddings are version "
-            f"{snapshot.version}: refusing to mix versions"
+def _checked_user_vector(user_vector: list[float] | None, snapshot: Snapshot) -> np.ndarray:
+    """float32 [U], or 422 naming the field: the size the tower takes, |x| <= MAX_ABS_VALUE."""
+    vector = np.asarray(user_vector, np.float64)
+    if len(vector) != snapshot.user_dim:
+        raise RecallError(
+            422,
+            f"has {len(vector)} values; version {snapshot.version}'s user tower takes "
+            f"{snapshot.user_dim}",
+            "user_vector",
         )
-    bias = float(np.ravel(out.bias)[0])
-    if not math.isclose(bias, snapshot.bias, rel_tol=BIAS_TOLERANCE, abs_tol=BIAS_TOLERANCE):
-        return (
-            f"user tower version {served} has bias {bias}, the items of version "
-            f"{snapshot.version} were published with {snapshot.bias}: not the same model"
+    outside = np.flatnonzero(~(np.abs(vector) <= MAX_ABS_VALUE))
+    if len(outside):
+        first = int(outside[0])
+        raise RecallError(
+            422,
+            f"value {vector[first]:g} at index {first} is outside [-{MAX_ABS_VALUE:g}, "
+            f"{MAX_ABS_VALUE:g}] ({len(outside)} such values): the towers cannot score it",
+            f"user_vector.{first}",
         )
-    return None
+    return vector.astype(np.float32)

@@ -4,9 +4,7 @@ embeddings it re-ranks with, the pretrained item vectors (for histories) and the
 A snapshot never changes once loaded; the service swaps whole snapshots, so a request that
 took one answers from one version to its end.
 
-On disk (what the EmbeddingsPublisher and ItemEmbeddings wrote):
-    <output_dir>/ann_index/<version>/        index, ids.json, item_vectors.npy, manifest.json
-    <output_dir>/item_embeddings/<version>/  embeddings.parquet, manifest.json
+On disk: see `artifacts` (what the EmbeddingsPublisher and ItemEmbeddings wrote).
 """
 
 from __future__ import annotations
@@ -18,15 +16,19 @@ from typing import Any
 import numpy as np
 
 from components.common.errors import ArtifactError
-from components.embeddings_publisher.publishing import (
-    ANN_DIR,
-    MANIFEST_FILE,
+from serving.index import ItemIndex, load_index, read_manifest
+from serving.recall.artifacts import (
     ann_dir_for,
+    complete_versions,
+    item_embeddings_dir_for,
     read_item_embeddings,
 )
-from serving.index import ItemIndex, load_index, read_manifest
 
-ITEM_EMBEDDINGS_DIR = "item_embeddings"
+__all__ = ["Snapshot", "ShortListError", "complete_versions", "load_snapshot", "top_items"]
+
+
+class ShortListError(RuntimeError):
+    """The index gave fewer rows than asked although the catalogue holds enough."""
 
 
 @dataclass(frozen=True)
@@ -49,21 +51,6 @@ class Snapshot:
         return self.index.backend
 
 
-def complete_versions(output_dir: str | Path) -> list[int]:
-    """Versions with both an ANN index and item embeddings in place, ascending."""
-    root = Path(output_dir) / ANN_DIR
-    if not root.is_dir():
-        return []
-    found = []
-    for entry in root.iterdir():
-        if not entry.name.isdigit() or not (entry / MANIFEST_FILE).exists():
-            continue
-        embedded = Path(output_dir) / ITEM_EMBEDDINGS_DIR / entry.name / MANIFEST_FILE
-        if embedded.exists():
-            found.append(int(entry.name))
-    return sorted(found)
-
-
 def load_snapshot(
     output_dir: str | Path, version: int, store_version: str | None = None
 ) -> Snapshot:
@@ -73,7 +60,7 @@ def load_snapshot(
     if manifest.get("version") != version:
         raise ArtifactError(f"{ann_dir} holds version {manifest.get('version')}, not {version}")
     index = load_index(ann_dir)
-    ids, embeddings, _ = read_item_embeddings(Path(output_dir) / ITEM_EMBEDDINGS_DIR / str(version))
+    ids, embeddings, _ = read_item_embeddings(item_embeddings_dir_for(output_dir, version))
     if ids != index.ids:
         raise ArtifactError(
             f"{ann_dir} indexes other items than item_embeddings/{version}: rebuild the index"
@@ -106,7 +93,11 @@ def top_items(
     snapshot: Snapshot, query: np.ndarray, bias: float, n: int, exclude: frozenset[str]
 ) -> list[dict[str, Any]]:
     """The n best items for one folded query `[d]`: the ANN shortlist re-ranked exactly by
-    `query · embedding`, ids in `exclude` dropped; score = logit, probability = sigmoid."""
+    `query · embedding`, ids in `exclude` dropped; score = logit, probability = sigmoid.
+
+    Never a short list: when the catalogue holds min(n, items not excluded) rows and the
+    index gives fewer, ShortListError.
+    """
     query = np.ascontiguousarray(query, np.float32).reshape(1, -1)
     rows, _ = snapshot.index.search_rows(query, n + len(exclude))
     rows = rows[0][rows[0] >= 0]
@@ -116,6 +107,12 @@ def top_items(
     if exclude:
         keep = np.fromiter((snapshot.ids[r] not in exclude for r in rows), bool, len(rows))
         rows, exact = rows[keep], exact[keep]
+    wanted = min(n, len(snapshot.ids) - len(exclude))
+    if len(rows) < wanted:
+        raise ShortListError(
+            f"the {snapshot.backend} index of version {snapshot.version} gave {len(rows)} of "
+            f"the {wanted} items asked for"
+        )
     rows, logits = rows[:n], exact[:n].astype(np.float64) + bias
     probabilities = sigmoid(logits)
     return [

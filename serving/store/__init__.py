@@ -16,11 +16,15 @@ from serving.store.layout import (
     connect,
     redacted,
 )
-from serving.store.publish import PublishReport, publish, rollback
+from serving.store.naming import pushed_version_of, store_fingerprint
+from serving.store.pin import PIN_FILE, clear_pin, read_pin, write_pin
+from serving.store.publish import PublishReport, publish
 from serving.store.reader import LoadedVersion, Lookup, StoreReader
+from serving.store.rollback import rollback, unpin
 
 __all__ = [
     "DEFAULT_BATCH",
+    "PIN_FILE",
     "IndexCatalog",
     "Keys",
     "LoadedVersion",
@@ -31,10 +35,16 @@ __all__ = [
     "StoreUnavailable",
     "VersionNotFound",
     "catalog_manifest",
+    "clear_pin",
     "connect",
     "load_index_catalog",
     "publish",
     "publish_index",
+    "pushed_version_of",
+    "read_pin",
     "redacted",
     "rollback",
+    "store_fingerprint",
+    "unpin",
+    "write_pin",
 ]

@@ -20,6 +20,11 @@ version's keys sees one whole version. Committed versions sit in the sorted set
 `finetower:pending` and holds a lease key with its connection's client id; a publish that
 died (its connection is gone or its lease expired) leaves a namespace that the next publish
 deletes.
+
+Publishing is monotonic: the commit refuses to replace `current` with an older version (a lower
+pushed version when both are named `v<n>-<token>`, else one whose publish started earlier), and
+refuses anything while `finetower:pin` is set. Only a rollback moves `current` back; the CLI's
+rollback also pins (`python -m serving.store rollback --to N`, `... unpin`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from components.common.errors import FinetowerError
+from serving.store.naming import STORE_VERSION_LUA
 
 STORE_FORMAT = "serving.store/1"
 FLOAT = np.dtype("<f4")
@@ -69,6 +75,7 @@ class Keys:
     versions = "finetower:versions"  # sorted set: committed version -> publish order
     pending = "finetower:pending"  # set: versions being written or being deleted
     sequence = "finetower:sequence"
+    pin = "finetower:pin"  # set by a pinning rollback: no commit moves `current` meanwhile
 
     @staticmethod
     def namespace(version: str) -> str:
@@ -97,24 +104,46 @@ class Keys:
 
 # Lua: each runs atomically in Redis, so no reader sees a half-made switch.
 _COMMIT = """
+local function pushed(version)
+  local n = string.match(version, '@STORE_VERSION@')
+  if n then return tonumber(n) end
+  return nil
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('publish lease lost: another publish cleaned this version')
 end
+local previous = redis.call('GET', KEYS[2])
+local refusal = nil
+local pinned = redis.call('GET', KEYS[5])
+if pinned then
+  refusal = 'current is pinned to ' .. pinned .. ' by a rollback'
+elseif previous then
+  local mine, theirs = pushed(ARGV[2]), pushed(previous)
+  if mine and theirs then
+    if mine <= theirs then refusal = previous .. ' is current, a push as new or newer' end
+  elseif tonumber(redis.call('ZSCORE', KEYS[3], previous) or '-1') > tonumber(ARGV[3]) then
+    refusal = previous .. ' is current, published by a publish that started later'
+  end
+end
 redis.call('DEL', KEYS[1])
+if refusal then return {0, refusal} end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 redis.call('SREM', KEYS[4], ARGV[2])
-local previous = redis.call('GET', KEYS[2])
 redis.call('SET', KEYS[2], ARGV[2])
-return previous
-"""  # KEYS: lease, current, versions, pending; ARGV: client id, version, order
+return {1, previous or false}
+""".replace(
+    "@STORE_VERSION@", STORE_VERSION_LUA
+)  # KEYS: lease, current, versions, pending, pin; ARGV: client id, version, order.
+# Returns {1, previous} when committed, {0, why} when refused (the caller deletes its version).
 _SWITCH = """
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 0 then
   return redis.error_reply('version ' .. ARGV[1] .. ' is not kept in the store')
 end
 local previous = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then redis.call('SET', KEYS[4], ARGV[1]) else redis.call('DEL', KEYS[4]) end
 return previous
-"""  # KEYS: current, versions, manifest; ARGV: version
+"""  # KEYS: current, versions, manifest, pin; ARGV: version, 1 to pin it (0 unpins)
 _RETIRE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])

@@ -1,4 +1,4 @@
-"""Publishing a version: chunks pipelined in, then one atomic switch; rollback; cleanup."""
+"""Publishing a version: chunks pipelined in, then one monotonic atomic switch; cleanup."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from serving.store.layout import (
     _CLAIM_ORPHAN,
     _COMMIT,
     _RETIRE,
-    _SWITCH,
     _VERSION_SAFE,
     DEFAULT_BATCH,
     FLOAT,
@@ -27,7 +26,6 @@ from serving.store.layout import (
     STORE_FORMAT,
     Keys,
     StoreError,
-    VersionNotFound,
     bucket_of,
     connect,
     guard,
@@ -64,6 +62,8 @@ class PublishReport:
     previous: str | None
     removed: list[str] = field(default_factory=list)  # old versions beyond `keep`
     cleaned: list[str] = field(default_factory=list)  # half-written versions of dead publishes
+    committed: bool = True  # False: a newer or pinned `current` stays; `version` is deleted
+    reason: str | None = None  # why it was not committed
 
     @property
     def items_per_s(self) -> float:
@@ -81,6 +81,8 @@ class PublishReport:
             "previous": self.previous,
             "removed": self.removed,
             "cleaned": self.cleaned,
+            "committed": self.committed,
+            "reason": self.reason,
         }
 
 
@@ -147,12 +149,13 @@ class _Publisher:
                 "batches, or another publish took it for dead): nothing was switched"
             )
 
-    def commit(self, version: str, order: int, manifest: dict[str, Any]) -> str | None:
+    def commit(self, version: str, order: int, manifest: dict[str, Any]) -> tuple[bool, str | None]:
+        """(True, previous current) once `version` is current; (False, why) when refused."""
         self.client.set(Keys.manifest(version), json.dumps(manifest))
         commit = self.client.register_script(_COMMIT)
-        keys = [Keys.lease(version), Keys.current, Keys.versions, Keys.pending]
-        previous = commit(keys=keys, args=[self.client_id, version, order])
-        return previous.decode() if previous is not None else None
+        keys = [Keys.lease(version), Keys.current, Keys.versions, Keys.pending, Keys.pin]
+        done, detail = commit(keys=keys, args=[self.client_id, version, order])
+        return bool(done), detail.decode() if detail is not None else None
 
 
 def _buckets(ids: list[str], buckets: int) -> Iterator[tuple[int, dict[str, int]]]:
@@ -233,6 +236,59 @@ def _prune(client: redis.Redis, keep: int) -> list[str]:
     return removed
 
 
+# table name -> (ids, {column: float32 [n, dim]})
+Tables = dict[str, tuple[list[str], dict[str, np.ndarray]]]
+
+
+def _checked_tables(
+    fingerprint: str,
+    ids: Sequence[str],
+    item_embeddings: np.ndarray,
+    item_vectors: np.ndarray,
+    user_vectors: tuple[Sequence[str], np.ndarray] | None,
+    keep: int,
+    batch: int,
+) -> Tables:
+    """The tables to write, or DataError naming what is wrong: nothing reaches Redis first."""
+    if not _VERSION_SAFE.match(fingerprint):
+        raise DataError(f"model fingerprint {fingerprint!r} may hold only letters, digits, ._-")
+    if keep < 0 or batch < 1:
+        raise DataError(f"keep must be >= 0 and batch >= 1, got keep={keep}, batch={batch}")
+    ids = _check_ids(ids, "item ids")
+    if not ids:
+        raise DataError("no items to publish: the service would have nothing to recall")
+    tables: Tables = {
+        "items": (
+            ids,
+            {
+                "embeddings": _as_rows(item_embeddings, "item embeddings", len(ids)),
+                "vectors": _as_rows(item_vectors, "item vectors", len(ids)),
+            },
+        )
+    }
+    if user_vectors is not None:
+        user_ids = _check_ids(user_vectors[0], "user ids")
+        vectors = _as_rows(user_vectors[1], "user vectors", len(user_ids))
+        tables["users"] = (user_ids, {"vectors": vectors})
+    return tables
+
+
+def _manifest(
+    version: str, fingerprint: str, bias: float, batch: int, layout: dict, source: dict | None
+) -> dict[str, Any]:
+    return {
+        "format": STORE_FORMAT,
+        "version": version,
+        "model": fingerprint,
+        "bias": float(bias),
+        "chunk_rows": batch,
+        "dtype": FLOAT.str,
+        "tables": layout,
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": source or {},
+    }
+
+
 def publish(
     redis_url: str,
     fingerprint: str,
@@ -256,29 +312,13 @@ def publish(
     older ones are deleted, and so are versions left half-written by a publish that died.
     `progress(table, rows_written, rows_total)` is called after each batch; an exception it
     raises aborts the publish with `current` untouched.
+
+    The switch is monotonic (see `layout`): when `current` is newer, or pinned by a rollback,
+    the written version is deleted and the report says `committed=False` and why — a publish
+    that lost a race ends cleanly, it does not raise.
     """
-    if not _VERSION_SAFE.match(fingerprint):
-        raise DataError(f"model fingerprint {fingerprint!r} may hold only letters, digits, ._-")
-    if keep < 0 or batch < 1:
-        raise DataError(f"keep must be >= 0 and batch >= 1, got keep={keep}, batch={batch}")
-    ids = _check_ids(ids, "item ids")
-    if not ids:
-        raise DataError("no items to publish: the service would have nothing to recall")
-    tables = {
-        "items": (
-            ids,
-            {
-                "embeddings": _as_rows(item_embeddings, "item embeddings", len(ids)),
-                "vectors": _as_rows(item_vectors, "item vectors", len(ids)),
-            },
-        )
-    }
-    if user_vectors is not None:
-        user_ids = _check_ids(user_vectors[0], "user ids")
-        tables["users"] = (
-            user_ids,
-            {"vectors": _as_rows(user_vectors[1], "user vectors", len(user_ids))},
-        )
+    tables = _checked_tables(fingerprint, ids, item_embeddings, item_vectors, user_vectors,
+                             keep, batch)  # fmt: skip
     started = time.perf_counter()
     with guard(redis_url):
         publisher = _Publisher(redis_url, lease_s)
@@ -290,34 +330,28 @@ def publish(
                     table: publisher.write_table(version, table, rows, columns, batch, progress)
                     for table, (rows, columns) in tables.items()
                 }
-                manifest = {
-                    "format": STORE_FORMAT,
-                    "version": version,
-                    "model": fingerprint,
-                    "bias": float(bias),
-                    "chunk_rows": batch,
-                    "dtype": FLOAT.str,
-                    "tables": layout,
-                    "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "source": source or {},
-                }
-                previous = publisher.commit(version, order, manifest)
+                manifest = _manifest(version, fingerprint, bias, batch, layout, source)
+                committed, previous = publisher.commit(version, order, manifest)
             except BaseException:
                 _abandon(publisher.client, version)
                 raise
-            removed = _prune(publisher.client, keep)
+            if not committed:
+                _abandon(publisher.client, version)
+            removed = _prune(publisher.client, keep) if committed else []
         finally:
             publisher.client.close()
     return PublishReport(
         version=version,
         model=fingerprint,
-        items=len(ids),
+        items=len(tables["items"][0]),
         users=len(tables["users"][0]) if "users" in tables else 0,
         seconds=time.perf_counter() - started,
         megabytes=publisher.bytes / 2**20,
-        previous=previous,
+        previous=previous if committed else None,
         removed=removed,
         cleaned=cleaned,
+        committed=committed,
+        reason=None if committed else f"{version} not made current: {previous}",
     )
 
 
@@ -330,36 +364,3 @@ def _abandon(client: redis.Redis, version: str) -> None:
             client.srem(Keys.pending, version)
     except redis.RedisError:
         pass  # left pending without a live lease: the next publish cleans it
-
-
-def rollback(redis_url: str, to: str | None = None) -> dict[str, str | None]:
-    """Make a kept version current: the one published before the current one, or `to`.
-
-    `to` is a version or a model fingerprint (its newest kept version). Returns
-    `{"previous": ..., "current": ...}`.
-    """
-    with guard(redis_url):
-        client = connect(redis_url)
-        try:
-            kept = [v.decode() for v in client.zrevrange(Keys.versions, 0, -1)]
-            current = client.get(Keys.current)
-            current = current.decode() if current is not None else None
-            if to is None:
-                older = kept[kept.index(current) + 1 :] if current in kept else []
-                if not older:
-                    raise VersionNotFound(
-                        f"no version older than {current} is kept: nothing to roll back to"
-                    )
-                target = older[0]
-            else:
-                matches = [v for v in kept if v == to or v.rsplit("-", 1)[0] == to]
-                if not matches:
-                    raise VersionNotFound(f"{to!r} is not a kept version; kept: {kept}")
-                target = matches[0]
-            switch = client.register_script(_SWITCH)
-            previous = switch(
-                keys=[Keys.current, Keys.versions, Keys.manifest(target)], args=[target]
-            )
-        finally:
-            client.close()
-    return {"previous": previous.decode() if previous else None, "current": target}

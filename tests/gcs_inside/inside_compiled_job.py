@@ -73,7 +73,6 @@ def test_steps_through_the_pusher_run_and_the_towers_reach_the_serving_dir(compi
 # Measured 2026-12-07 (main @ ba01f92 + h4): 11 of 12 steps complete; EmbeddingsPublisher fails
 # with "gs:/<bucket>/.../item_embeddings/1 holds no embeddings.parquet" (pathlib collapses
 # gs:// to gs:/; issue 19 point 2, another branch's fix). Remove the mark once that lands.
-@pytest.mark.xfail(reason="EmbeddingsPublisher reads through pathlib (gs:// -> gs:/)", strict=False)
 def test_every_compiled_step_runs(compiled_run):
     assert not _failure(compiled_run), _failure(compiled_run)
     ran = sorted(r.task for r in compiled_run["results"])

@@ -14,14 +14,6 @@ import pytest
 
 BUCKET = os.environ.get("FINETOWER_GCS_TEST_BUCKET")
 pytestmark = pytest.mark.skipif(BUCKET is None, reason="runs inside tests/gcs_emulator.py only")
-# Measured 2026-12-07 on main @ ba01f92 + h4: ExampleGen through ItemEmbeddings complete on gs://,
-# then EmbeddingsPublisher fails: "gs:/<bucket>/.../item_embeddings/1 holds no
-# embeddings.parquet" (pathlib collapses gs:// to gs:/; issue 19 point 2, another branch's
-# fix). Remove these marks once that lands (the tests then XPASS).
-PUBLISHER_ON_GS = pytest.mark.xfail(
-    reason="EmbeddingsPublisher reads item embeddings through pathlib (gs:// -> gs:/)",
-    strict=False,
-)
 
 
 def gfile():
@@ -73,7 +65,6 @@ def pipeline_runs(tmp_path_factory):
     }
 
 
-@PUBLISHER_ON_GS
 def test_every_component_completes_and_every_artifact_is_on_the_bucket(pipeline_runs):
     from tests.test_pipeline_e2e import COMPONENTS, executions_by_component
 
@@ -142,7 +133,6 @@ def test_folded_towers_reproduce_the_full_models_probability(pipeline_runs):
     np.testing.assert_allclose(folded, probability, atol=1e-5)
 
 
-@PUBLISHER_ON_GS
 def test_one_embedding_per_distinct_item_and_an_index_over_them(pipeline_runs):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -161,7 +151,6 @@ def test_one_embedding_per_distinct_item_and_an_index_over_them(pipeline_runs):
     assert "ANN index (ivf)" in pipeline_runs["first"].stdout
 
 
-@PUBLISHER_ON_GS
 def test_second_run_is_cached_and_pushes_nothing_new(pipeline_runs):
     from tests.test_pipeline_e2e import executions_by_component
 

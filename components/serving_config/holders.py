@@ -10,14 +10,14 @@ import os
 import tensorflow as tf
 
 from components.common.errors import ArtifactError
-from components.embeddings_publisher.publishing import pushed_version_of
 from components.serving_config.lifecycle import Holders
-
-PIN_FILE = "pinned_version.json"
+from serving.store.naming import pushed_version_of
+from serving.store.pin import PIN_FILE
 
 
 def read_pin(serving_dir: str) -> int | None:
-    """The pushed version a rollback pinned, or None (the pin file's `version` field)."""
+    """The pushed version a rollback pinned, or None: `serving.store.pin.read_pin`'s reading,
+    through tf.io.gfile (a serving_dir on an object store)."""
     path = os.path.join(serving_dir, PIN_FILE)
     if not tf.io.gfile.exists(path):
         return None

@@ -141,6 +141,8 @@ def plan(
         labels = {STABLE: served} if served is not None else {}
     if holders.pinned is not None and holders.pinned in before and holders.pinned in complete:
         labels[STABLE] = holders.pinned  # a rollback: the pinned version is the stable one
+    # a label on a version the config does not load is an error for TF Serving
+    labels = {label: v for label, v in labels.items() if v in named}
     for version in before:
         hold(version, "named by the previous config")
     for version in holders.redis_kept:

@@ -11,6 +11,7 @@ import pytest
 from tfx.types import standard_artifacts
 from tiny_towers import tiny_model
 
+from components.common.errors import ArtifactError
 from components.pusher import serving_layout, warmup
 from components.pusher.component import Executor
 
@@ -103,3 +104,13 @@ def test_versions_ignore_what_tf_serving_ignores(tmp_path):
         (tmp_path / name).mkdir()
     assert serving_layout.versions(str(tmp_path)) == [1, 2, 10]
     assert serving_layout.next_version(str(tmp_path.parent / "nothing")) == 1
+
+
+def test_a_tower_that_is_not_a_saved_model_is_refused_naming_it(tmp_path):
+    model = fake_model(tmp_path, "a")
+    broken = Path(model.uri) / "user_tower" / "saved_model.pb"
+    broken.write_bytes(b"user_tower")
+    with pytest.raises(ArtifactError, match=f"{broken}: not a SavedModel"):
+        push(model, tmp_path / "serving")
+    for tower in ("user_tower", "item_tower"):  # nothing pushed, not even the item tower
+        assert serving_layout.versions(str(tmp_path / "serving" / tower)) == []

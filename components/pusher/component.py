@@ -23,7 +23,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.common.paths import join
-from components.pusher import pushed, serving_layout
+from components.pusher import pushed, serving_layout, warmup
 from components.trainer.export import ITEM_TOWER_DIR, USER_TOWER_DIR
 
 
@@ -79,8 +79,11 @@ def push_towers(model: types.Artifact, serving_dir: str) -> int:
         "version": version,
         "pushed_at": int(time.time()),
     }
+    towers = (("item_tower", ITEM_TOWER_DIR), ("user_tower", USER_TOWER_DIR))
+    for _, sub in towers:  # both readable SavedModels before anything is copied
+        warmup.signature_inputs(join(model.uri, sub))
     # the item tower first: a client that sees the new user tower finds its items' tower
-    for tower, sub in (("item_tower", ITEM_TOWER_DIR), ("user_tower", USER_TOWER_DIR)):
+    for tower, sub in towers:
         serving_layout.publish_version(
             join(model.uri, sub), join(serving_dir, tower), version, info, warmup_name=tower
         )

@@ -81,7 +81,7 @@ def publish_version(
     with staged_dir(final, last=SAVED_MODEL) as staging:
         copy_tree(tower_src, str(staging))
         if warmup_name:
-            write_warmup(str(staging), warmup_name)
+            write_warmup(str(staging), warmup_name, source_dir=tower_src)
         write_bytes(str(staging / PUSH_INFO), json.dumps(info, indent=2, sort_keys=True).encode())
     return final
 

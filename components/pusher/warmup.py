@@ -66,9 +66,10 @@ def warmup_request(model_name: str, inputs: dict) -> predict_pb2.PredictRequest:
     return request
 
 
-def write_warmup(saved_model_dir: str, model_name: str) -> str:
-    """Write the warm-up file into `saved_model_dir` (a local staging folder); its path."""
-    request = warmup_request(model_name, signature_inputs(saved_model_dir))
+def write_warmup(saved_model_dir: str, model_name: str, source_dir: str | None = None) -> str:
+    """Write the warm-up file into `saved_model_dir` (a local staging folder) from the
+    signature of `source_dir` (default: the same folder; errors name it); its path."""
+    request = warmup_request(model_name, signature_inputs(source_dir or saved_model_dir))
     log = prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=request)
     )

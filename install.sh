@@ -10,6 +10,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
   command -v dot >/dev/null || missing="$missing graphviz"
   command -v redis-server >/dev/null || missing="$missing redis-server"
+  # the gs:// tests' GCS API server: a TLS certificate, a private namespace's loopback
+  command -v openssl >/dev/null || missing="$missing openssl"
+  command -v ip >/dev/null || missing="$missing iproute2"
   if [ -n "$missing" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   fi

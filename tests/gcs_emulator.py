@@ -56,6 +56,8 @@ def skip_reason() -> str | None:
     """None where a private mount + network namespace can be made here, else why not."""
     if shutil.which("unshare") is None:
         return "`unshare` (util-linux) is not installed"
+    if shutil.which("ip") is None:
+        return "`ip` (iproute2) is not installed (the namespace's loopback)"
     if shutil.which("openssl") is None:
         return "`openssl` is not installed (the server's TLS certificate)"
     if os.geteuid() != 0:

@@ -28,3 +28,9 @@ EMBEDDINGS_FILE = "embeddings.parquet"
 # EmbeddingsPublisher's index, `<output_dir>/ann_index/<version>/`
 ANN_DIR = "ann_index"
 ANN_ITEM_VECTORS = "item_vectors.npy"
+
+# TF Serving's layout under the serving dir: `<serving_dir>/<tower>/<version>/saved_model.pb`
+USER_TOWER = "user_tower"
+ITEM_TOWER = "item_tower"
+TOWERS = (USER_TOWER, ITEM_TOWER)
+SAVED_MODEL_FILE = "saved_model.pb"

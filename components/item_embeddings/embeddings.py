@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
+from components.common.embeddings_table import COLUMNS, EMBEDDINGS_SCHEMA, ids_and_embeddings
 from components.common.errors import ArtifactError
 from components.common.names import EMBEDDINGS_FILE, MANIFEST_FILE
 from components.common.paths import join, read_bytes, write_bytes
 from components.pusher.pushed import PushedTowers
 
-EMBEDDINGS_SCHEMA = pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32()))])
 EXAMPLES_SOURCE = "distinct item vectors of the Examples"
 
 
@@ -97,13 +97,7 @@ def read_item_embeddings(folder: str) -> tuple[list[str], np.ndarray, dict[str, 
     for file_name in (EMBEDDINGS_FILE, MANIFEST_FILE):
         if not tf.io.gfile.exists(join(folder, file_name)):
             raise ArtifactError(f"{folder} holds no {file_name}: not an item embeddings folder")
-    table = pq.read_table(
-        io.BytesIO(read_bytes(join(folder, EMBEDDINGS_FILE))), columns=["item_id", "embedding"]
-    )
-    n = table.num_rows
-    if n == 0:
-        raise ArtifactError(f"{join(folder, EMBEDDINGS_FILE)} holds no items")
-    column = table.column("embedding").combine_chunks()
-    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    embeddings = np.ascontiguousarray(flat.reshape(n, -1))
-    return table.column("item_id").to_pylist(), embeddings, read_manifest(folder)
+    path = join(folder, EMBEDDINGS_FILE)
+    table = pq.read_table(io.BytesIO(read_bytes(path)), columns=COLUMNS)
+    ids, embeddings = ids_and_embeddings(table, path)
+    return ids, embeddings, read_manifest(folder)

@@ -25,7 +25,6 @@ decides. The step reads state outside its inputs, so runner.py disables its cach
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -35,53 +34,26 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-TOWERS = ("user_tower", "item_tower")
-PUSH_INFO = "assets.extra/finetower_push.json"
-SAVED_MODEL = "saved_model.pb"
+from components.common.names import SAVED_MODEL_FILE, TOWERS, USER_TOWER
+from components.common.paths import copy_tree, join
+from components.pusher import serving_layout
+
 SERVING_MODEL_DIR = "Format-Serving"
-
-
-def _join(*parts: str) -> str:
-    """os.path.join that keeps `gs://` (a URI is never normalised by pathlib/os.path)."""
-    return "/".join([parts[0].rstrip("/"), *(p.strip("/") for p in parts[1:])])
-
-
-def _versions(model_dir: str) -> list[int]:
-    if not tf.io.gfile.isdir(model_dir):
-        return []
-    names = (n.rstrip("/") for n in tf.io.gfile.listdir(model_dir))
-    return sorted(int(n) for n in names if n.isdigit())
 
 
 def latest_pushed_model_uri(serving_dir: str) -> str | None:
     """The Model artifact URI recorded with the newest version whose two towers are complete
     (their `saved_model.pb` present) and whose model is still readable; None if none."""
-    for version in reversed(_versions(_join(serving_dir, TOWERS[0]))):
-        folders = [_join(serving_dir, tower, str(version)) for tower in TOWERS]
-        if not all(tf.io.gfile.exists(_join(f, SAVED_MODEL)) for f in folders):
+    for version in reversed(serving_layout.versions(join(serving_dir, USER_TOWER))):
+        folders = [join(serving_dir, tower, str(version)) for tower in TOWERS]
+        if not all(tf.io.gfile.exists(join(f, SAVED_MODEL_FILE)) for f in folders):
             continue  # a push in progress or interrupted
-        record = _join(folders[0], PUSH_INFO)
-        if not tf.io.gfile.exists(record):
-            continue
-        with tf.io.gfile.GFile(record) as f:
-            uri = json.load(f).get("model_uri")
-        if uri and tf.io.gfile.isdir(_join(uri, SERVING_MODEL_DIR)):
+        uri = (serving_layout.read_push_info(folders[0]) or {}).get("model_uri")
+        if uri and tf.io.gfile.isdir(join(uri, SERVING_MODEL_DIR)):
             return uri
-        logging.warning("version %d was pushed from %s, which is gone", version, uri)
+        if uri:
+            logging.warning("version %d was pushed from %s, which is gone", version, uri)
     return None
-
-
-def copy_tree(src: str, dst: str) -> int:
-    """Copy the folder `src` into `dst` through tf.io.gfile; returns the number of files."""
-    copied = 0
-    src = src.rstrip("/")
-    for root, _dirs, files in tf.io.gfile.walk(src):
-        target = dst.rstrip("/") + root[len(src) :]
-        tf.io.gfile.makedirs(target)
-        for name in files:
-            tf.io.gfile.copy(_join(root, name), _join(target, name), overwrite=True)
-            copied += 1
-    return copied
 
 
 class LatestBlessedModelSpec(ComponentSpec):
@@ -98,10 +70,10 @@ class Executor(base_executor.BaseExecutor):
         baseline = artifact_utils.get_single_instance(output_dict["baseline"])
         pushed = latest_pushed_model_uri(exec_properties["serving_dir"])
         source = pushed or candidate.uri
-        files = copy_tree(source, baseline.uri)
+        copy_tree(source, baseline.uri)
         baseline.set_string_custom_property("baseline_model_uri", source)
         baseline.set_int_custom_property("baseline_is_candidate", int(pushed is None))
-        logging.info("baseline: %s (%d files)%s", source, files, "" if pushed else " (candidate)")
+        logging.info("baseline: %s%s", source, "" if pushed else " (the candidate itself)")
 
 
 class LatestBlessedModel(base_component.BaseComponent):

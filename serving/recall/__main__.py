@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from components.item2vec.user_vectors import DEFAULT_LAST_N
+from components.common.user_vectors import DEFAULT_LAST_N
 from serving.recall.app import DEFAULT_MAX_IN_FLIGHT, build_service, serve
 from serving.recall.http import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
 from serving.recall.service import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S

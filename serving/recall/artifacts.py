@@ -4,8 +4,9 @@
     <output_dir>/ann_index/<v>/                   index, ids.json, item_vectors.npy, manifest.json
     <output_dir>/item_embeddings/<v>/             embeddings.parquet, manifest.json
 
-These names are the pipeline's outputs; the EmbeddingsPublisher and ItemEmbeddings should
-import them from here (today `components/embeddings_publisher/publishing.py` repeats them).
+The names come from `components.common.names`, the table's reading from
+`components.common.embeddings_table` (what ItemEmbeddings writes with); this module reads local
+files only, without TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from components.common.embeddings_table import COLUMNS, ids_and_embeddings
 from components.common.errors import ArtifactError
-
-ANN_DIR = "ann_index"
-ITEM_EMBEDDINGS_DIR = "item_embeddings"
-EMBEDDINGS_FILE = "embeddings.parquet"
-MANIFEST_FILE = "manifest.json"
-USER_TOWER = "user_tower"
-SAVED_MODEL_FILE = "saved_model.pb"
+from components.common.names import (
+    ANN_DIR,
+    EMBEDDINGS_FILE,
+    ITEM_EMBEDDINGS_DIR,
+    MANIFEST_FILE,
+    SAVED_MODEL_FILE,
+    USER_TOWER,
+)
 
 
 def ann_dir_for(output_dir: str | Path, version: int) -> Path:
@@ -63,12 +66,7 @@ def read_item_embeddings(folder: str | Path) -> tuple[list[str], np.ndarray, dic
     for name in (EMBEDDINGS_FILE, MANIFEST_FILE):
         if not (folder / name).exists():
             raise ArtifactError(f"{folder} holds no {name}: not an item embeddings folder")
-    table = pq.read_table(folder / EMBEDDINGS_FILE, columns=["item_id", "embedding"])
-    column = table.column("embedding").combine_chunks()
-    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    n = table.num_rows
-    if n == 0:
-        raise ArtifactError(f"{folder / EMBEDDINGS_FILE} holds no items")
-    embeddings = np.ascontiguousarray(flat.reshape(n, -1))
+    table = pq.read_table(folder / EMBEDDINGS_FILE, columns=COLUMNS)
+    ids, embeddings = ids_and_embeddings(table, str(folder / EMBEDDINGS_FILE))
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    return table.column("item_id").to_pylist(), embeddings, manifest
+    return ids, embeddings, manifest

@@ -59,7 +59,7 @@ def load_index_catalog(index_dir: str | Path, items: str | Path | None = None) -
     `items` names another copy of it)."""
     # imported here: readers of the store (the recall service's hot path) need no faiss
     from components.common.files import file_sha256
-    from components.item2vec.vectors import read_vectors
+    from components.common.vectors import read_vectors
     from serving.index import load_index, read_manifest
 
     index_dir = Path(index_dir)
@@ -111,7 +111,7 @@ def publish_index(
 ) -> PublishReport:
     """Publish an index directory's items (and, optionally, a user vector file for lookups
     by user id) as a new version, then switch to it atomically (see `publish`)."""
-    from components.item2vec.vectors import read_vectors
+    from components.common.vectors import read_vectors
 
     catalog = load_index_catalog(index_dir, items)
     users = None

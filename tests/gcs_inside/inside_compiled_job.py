@@ -1,5 +1,5 @@
 """Run inside the GCS namespace only (tests/gcs_emulator.py; started by
-tests/test_kubeflow_offline_run.py): the compiled open-source KFP YAML, every step run as
+tests/kubeflow/test_kubeflow_offline_run.py): the compiled open-source KFP YAML, every step run as
 KFP's launcher runs it (tests/kfp_launcher.py), pipeline root and data on the emulated bucket."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run inside the GCS namespace only (tests/gcs_emulator.py; started by
-tests/test_gcs_pipeline.py): the whole pipeline on LocalDagRunner with data, pipeline root,
+tests/pipeline/test_gcs_pipeline.py): the whole pipeline on LocalDagRunner with data, pipeline root,
 serving dir and output dir on `gs://` and ML Metadata in a local SQLite file, asserting what
-tests/test_pipeline_e2e.py asserts on a local disk."""
+tests/pipeline/test_pipeline_e2e.py asserts on a local disk."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def pipeline_runs(tmp_path_factory):
 
 
 def test_every_component_completes_and_every_artifact_is_on_the_bucket(pipeline_runs):
-    from tests.test_pipeline_e2e import COMPONENTS, executions_by_component
+    from tests.pipeline.test_pipeline_e2e import COMPONENTS, executions_by_component
 
     first = pipeline_runs["first"]
     runs = executions_by_component(pipeline_runs["metadata"])
@@ -152,7 +152,7 @@ def test_one_embedding_per_distinct_item_and_an_index_over_them(pipeline_runs):
 
 
 def test_second_run_is_cached_and_pushes_nothing_new(pipeline_runs):
-    from tests.test_pipeline_e2e import executions_by_component
+    from tests.pipeline.test_pipeline_e2e import executions_by_component
 
     second = pipeline_runs["second"]
     runs = executions_by_component(pipeline_runs["metadata"])

@@ -16,15 +16,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from fastapi.testclient import TestClient
-from test_embeddings_publisher import copy_run, push_copy, run_publisher, write_catalogue
 
 from components.embeddings_publisher import publishing
 from components.pusher.serving_layout import write_models_config
 from serving.client import UserTowerClient
 from serving.recall import RecallService, create_app, top_items
+from tests.components.embeddings_publisher.test_embeddings_publisher import (
+    copy_run,
+    push_copy,
+    run_publisher,
+    write_catalogue,
+)
 from tests.redis_server import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 120.0
 TIMEOUT_S = 2.0
 

@@ -20,7 +20,7 @@ import yaml
 
 from kubeflow import submit
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 import tf_keras as keras
-from test_example_gen import run_executor
-from tft_helpers import analyze
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 
@@ -23,6 +21,8 @@ from components.trainer.export import export_item_tower
 from components.trainer.model import build_dssm
 from pipeline.configs import BEAM_IN_MEMORY
 from pipeline.demo_data import DemoData, demo_samples, write_item_catalogue, write_recipe_csv
+from tests.components.example_gen.test_example_gen import run_executor
+from tests.tft_helpers import analyze
 
 DIM = 8
 

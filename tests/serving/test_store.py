@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from components.common.errors import ArtifactError, DataError, FinetowerError
-from components.item2vec.vectors import Vectors, read_vectors, write_vectors
+from components.common.vectors import Vectors, read_vectors, write_vectors
 from serving.index import make_index
 from serving.store import (
     Keys,
@@ -33,7 +33,7 @@ from serving.store import (
     unpin,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def catalogue(n: int, value: float | None = None, seed: int = 0):

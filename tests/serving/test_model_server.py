@@ -264,7 +264,7 @@ def test_the_kubernetes_readiness_probe_passes_only_while_the_towers_are_availab
 
     import yaml
 
-    manifest = Path(__file__).resolve().parents[1] / "serving" / "tf_serving" / "kubernetes.yaml"
+    manifest = Path(__file__).resolve().parents[2] / "serving" / "tf_serving" / "kubernetes.yaml"
     (deployment,) = [
         d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Deployment"
     ]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 DIM = 16
 WORKER_TIMEOUT_S = 420
 
@@ -38,11 +38,11 @@ def free_ports(count: int) -> list[int]:
 def inputs(tmp_path_factory) -> dict:
     """ExampleGen output (train: two files, so each worker reads whole files; eval: one file,
     sharded by rows) and the transform graph fitted on the train rows."""
-    from test_example_gen import run_executor
-    from tft_helpers import analyze
     from tfx.proto import example_gen_pb2
 
     from pipeline.demo_data import DemoData, demo_samples, write_recipe_csv
+    from tests.components.example_gen.test_example_gen import run_executor
+    from tests.tft_helpers import analyze
 
     root = tmp_path_factory.mktemp("distributed")
     labels, users, items, _ = demo_samples(

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_example_gen import run_executor
-from tft_helpers import analyze
 from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx.components.util import tfxio_utils
 from tfx.proto import example_gen_pb2
 
 from components.trainer import training
 from pipeline.demo_data import DemoData, demo_samples, write_recipe_csv
+from tests.components.example_gen.test_example_gen import run_executor
+from tests.tft_helpers import analyze
 
 DIM = 16
 

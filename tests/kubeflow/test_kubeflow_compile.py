@@ -21,7 +21,7 @@ from kubeflow.runner import main as runner_main
 from pipeline.configs import PipelineConfig
 from tests.pipeline_helpers import activated, tfx_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IMAGE = "registry.example/finetower:1"
 TFX_CLI = tfx_cli()
 
@@ -101,7 +101,7 @@ def test_kfp_yaml_steps_carry_their_compiled_artifact_types(compiled):
         )
     )
     resolvers = [e for e in executors.values() if "resolver" in e]
-    assert not resolvers  # open-source KFP runs none (tests/test_kubeflow_backends.py)
+    assert not resolvers  # open-source KFP runs none (tests/kubeflow/test_kubeflow_backends.py)
 
 
 def _import_schema_gen_step(

@@ -21,7 +21,7 @@ from google.protobuf import (
 from components.pusher.serving_layout import MODELS_CONFIG, TOWERS, models_config
 from serving.model_server.__main__ import parse_args
 
-HERE = Path(__file__).resolve().parents[1] / "serving" / "tf_serving"
+HERE = Path(__file__).resolve().parents[2] / "serving" / "tf_serving"
 BATCHING = HERE / "batching_parameters.txt"
 MOUNT = "/models"
 
@@ -166,7 +166,7 @@ def test_kubernetes_runs_the_same_server_ready_only_while_both_towers_are_availa
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": 8500, "rest": 8501}
     # an httpGet probe passes on a version that is END (200 with its status): the probe reads
-    # the state (tests/test_model_server.py runs it against the stand-in)
+    # the state (tests/serving/test_model_server.py runs it against the stand-in)
     probe = " ".join(container["readinessProbe"]["exec"]["command"])
     assert all(tower in probe for tower in TOWERS) and '"state": "AVAILABLE"' in probe
     assert "/dev/tcp/127.0.0.1/8501" in probe

@@ -50,7 +50,6 @@ def test_launcher_builds_the_executor_input_kfp_would(tmp_path):
     assert pusher["inputs"]["parameterValues"] == {"serving_dir": "gs://x/s"}
 
 
-@pytest.mark.cluster
 @pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 def test_the_compiled_job_runs_offline_step_by_step():
     done = run_pytest_in_gcs("tests/gcs_inside/inside_compiled_job.py", timeout=3600)

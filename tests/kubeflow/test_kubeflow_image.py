@@ -22,7 +22,7 @@ from kubeflow import image as image_config
 from kubeflow.runner import compile_pipeline
 from pipeline.configs import PipelineConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "kubeflow" / "Dockerfile"
 # the official image installs TFX with these extras (tfx/tools/docker/Dockerfile)
 BASE_IMAGE = [("tfx", {"docker-image"})]

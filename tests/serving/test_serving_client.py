@@ -260,7 +260,7 @@ def test_importing_the_client_leaves_tensorflows_runtime_out():
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-c", LIGHT_IMPORT],
         env={**os.environ, "PYTHONPATH": str(repo)},

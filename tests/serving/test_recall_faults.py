@@ -17,10 +17,10 @@ import time
 
 import httpx
 import pytest
-from test_embeddings_publisher import push_copy, run_publisher
-from test_recall_service import REPO, ModelServer, prepare_output, wait_for
 
+from tests.components.embeddings_publisher.test_embeddings_publisher import push_copy, run_publisher
 from tests.redis_server import RedisServer, free_port, redis_server_path
+from tests.serving.test_recall_service import REPO, ModelServer, prepare_output, wait_for
 
 TIMEOUT_S = 0.5  # the service's --timeout_s: each request's deadline from its arrival
 BOUND_S = TIMEOUT_S + 2.0  # an outage's answer: the timeout plus a loaded machine's slack

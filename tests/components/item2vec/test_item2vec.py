@@ -32,7 +32,7 @@ from components.item2vec.pretrain import (
 )
 from components.sample_gen.synthetic import synthetic_world
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 SMALL = PretrainConfig(dim=8, min_count=1, epochs=2, seed=3)
 

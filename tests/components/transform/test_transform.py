@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tft_helpers import analyze, random_samples
 
 from components.example_gen.schema import CHECKED_IN, recipe_schema, schema_file_for, schema_text
+from tests.tft_helpers import analyze, random_samples
 
 
 def test_zscore_is_per_dimension(tmp_path):

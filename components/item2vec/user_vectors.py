@@ -1,4 +1,0 @@
-"""Moved to `components.common.user_vectors` (shared with sample_gen); kept so that callers outside
-the pipeline stages (serving/) keep working until they import it from there."""
-
-from components.common.user_vectors import *  # noqa: F403

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from tfx.types import standard_artifacts
-from tiny_towers import tiny_model
 
 from components.common.errors import ArtifactError
 from components.pusher import serving_layout, warmup
 from components.pusher.component import Executor
+from tests.tiny_towers import tiny_model
 
 
 def fake_model(root: Path, name: str = "model") -> standard_artifacts.Model:

@@ -24,7 +24,6 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 from tfx.types import standard_artifacts
-from tiny_towers import tiny_model
 
 from components.common.errors import ArtifactError
 from components.embeddings_publisher.ann import ann_uri
@@ -35,6 +34,7 @@ from components.serving_config.component import serve_version
 from components.serving_config.holders import PIN_FILE
 from components.serving_config.validate import InfraValidationError, validate_version
 from serving.model_server.process import ModelServerProcess, wait_until
+from tests.tiny_towers import tiny_model
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
 

@@ -11,11 +11,11 @@ import threading
 import grpc
 import httpx
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2, model_service_pb2_grpc
-from test_embeddings_publisher import push_copy, run_publisher
-from test_recall_faults import USER, world  # noqa: F401 (the module's fixture)
-from test_recall_service import wait_for
 
 from components.serving_config.component import serve_version
+from tests.components.embeddings_publisher.test_embeddings_publisher import push_copy, run_publisher
+from tests.serving.test_recall_faults import USER, world  # noqa: F401 (the module's fixture)
+from tests.serving.test_recall_service import wait_for
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
 SCALES = {2: -1.0, 3: 2.0}  # item embeddings of versions 2 and 3: version 1's times these

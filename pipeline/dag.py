@@ -3,6 +3,7 @@
 RecipeCsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
 -> Transform -> Trainer -> (latest blessed model) -> Evaluator -> TwoTowerPusher
 -> ItemEmbeddings -> EmbeddingsPublisher (ANN index; Redis when a URL is configured)
+-> ServingConfig (infra validation, models.config naming the served versions, pruning)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from components.item_embeddings.component import ItemEmbeddings
 from components.latest_blessed.component import LatestBlessedModel
 from components.pusher.component import TwoTowerPusher
 from components.served_model.strategy import served_model_resolver
+from components.serving_config.component import ServingConfig
 from components.validation.anomalies_gate import AnomaliesGate
 from components.validation.drift import DriftCheck, DriftGate
 from pipeline.configs import PipelineConfig
@@ -232,13 +234,12 @@ def pushed_and_published(
     config: PipelineConfig, source: ExamplesSource, items: str | None, trained: dict
 ) -> dict:
     """TwoTowerPusher (blessed models only), ItemEmbeddings of the pushed item tower, and the
-    EmbeddingsPublisher (ANN index; Redis when configured)."""
+    EmbeddingsPublisher (ANN index; Redis when configured), then ServingConfig (models.config,
+    infra validation, pruning)."""
     pusher = TwoTowerPusher(
         model=trained["trainer"].outputs["model"],
         model_blessing=trained["evaluator"].outputs["blessing"],
         serving_dir=absolute(config.serving_dir),
-        base_path_prefix=config.base_path_prefix,
-        keep_versions=config.keep_versions,
     )
     item_embeddings = ItemEmbeddings(
         pushed_model=pusher.outputs["pushed_model"],
@@ -255,8 +256,20 @@ def pushed_and_published(
         items=items,
         ann_params=json.loads(config.ann_params) if config.ann_params else None,
     )
+    # what TF Serving loads is decided once the version is published (issue 20)
+    serving_config = ServingConfig(
+        published=embeddings_publisher.outputs["published"],
+        serving_dir=absolute(config.serving_dir),
+        output_dir=absolute(config.output_dir),
+        base_path_prefix=config.base_path_prefix,
+        keep_versions=config.keep_versions,
+        redis_url=config.redis_url,
+    )
     return dict(
-        pusher=pusher, item_embeddings=item_embeddings, embeddings_publisher=embeddings_publisher
+        pusher=pusher,
+        item_embeddings=item_embeddings,
+        embeddings_publisher=embeddings_publisher,
+        serving_config=serving_config,
     )
 
 

@@ -8,7 +8,6 @@ once. In Redis a pushed version `v` is the store fingerprint `v<v>` (store versi
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from components.embeddings_publisher.ann import (
 )
 from components.item_embeddings.embeddings import read_item_embeddings
 from components.pusher.pushed import PushedTowers
+from serving.store.naming import pushed_version_of, store_fingerprint  # one naming, the store's
 
 # names the recall service and the tests import from here
 __all__ = [
@@ -53,18 +53,6 @@ __all__ = [
 ]
 
 KEEP_STORE_VERSIONS = 2
-_STORE_VERSION = re.compile(r"^v(\d+)-[0-9a-f]+$")
-
-
-def store_fingerprint(version: int) -> str:
-    """The store fingerprint of a pushed version: its store versions are `v<version>-<token>`."""
-    return f"v{int(version)}"
-
-
-def pushed_version_of(store_version: str | None) -> int | None:
-    """The pushed version a store version holds, or None if it is not one of ours."""
-    match = _STORE_VERSION.match(store_version or "")
-    return int(match.group(1)) if match else None
 
 
 def ann_dir_for(output_dir: str | Path, version: int) -> Path:
@@ -122,6 +110,9 @@ def publish_once(
     report = publish(
         redis_url, fingerprint, ids, embeddings, item_vectors, bias, keep=keep, source=source
     )
+    if not report.committed:  # a newer push or a rollback's pin holds `current`: ended cleanly
+        reason = f"version {version} not made current: {report.reason}"
+        return StoreOutcome(False, None, current, reason, report.to_dict())
     reason = f"published {report.items} items as {report.version} (was {report.previous})"
     logging.info("%s in %.1f s", reason, report.seconds)
     return StoreOutcome(True, report.version, report.version, reason, report.to_dict())

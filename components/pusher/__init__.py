@@ -1,1 +1,2 @@
-"""TwoTowerPusher: both towers to TF Serving under one integer version, plus models.config."""
+"""TwoTowerPusher: both towers to TF Serving's layout under one integer version, with warm-up
+records; ServingConfig (components/serving_config) decides what is served."""

@@ -1,10 +1,13 @@
 """TwoTowerPusher: spec, executor, component.
 
 Pushes when the model is blessed (or when no blessing is wired): both towers of the Trainer's
-Model artifact as `<serving_dir>/{user_tower,item_tower}/<version>`, then `models.config`.
-The same Model artifact always gets the same version (a second, cached run pushes nothing
-new). Outputs a PushedModel whose custom properties record the pushed towers' exact URIs
-and version (`components.pusher.pushed`), plus `pushed_destination` and `pushed_model_uri`.
+Model artifact as `<serving_dir>/{user_tower,item_tower}/<version>`, each with TF Serving
+warm-up records (`components.pusher.warmup`). It does not make the version live: TF Serving
+loads what `models.config` names, written by ServingConfig once the version's embeddings and
+index are published (components/serving_config; pruning happens there too). The same Model
+artifact always gets the same version (a second, cached run pushes nothing new).
+Outputs a PushedModel whose custom properties record the pushed towers' exact URIs and
+version (`components.pusher.pushed`), plus `pushed_destination` and `pushed_model_uri`.
 """
 
 from __future__ import annotations
@@ -20,15 +23,13 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.common.paths import join
-from components.pusher import pushed, serving_layout
+from components.pusher import pushed, serving_layout, warmup
 from components.trainer.export import ITEM_TOWER_DIR, USER_TOWER_DIR
 
 
 class TwoTowerPusherSpec(ComponentSpec):
     PARAMETERS = {
         "serving_dir": ExecutionParameter(type=str),
-        "base_path_prefix": ExecutionParameter(type=str, optional=True),
-        "keep_versions": ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
@@ -54,12 +55,6 @@ class Executor(base_executor.BaseExecutor):
             pushed.record_towers(out, None)
             return
         version = push_towers(model, serving_dir)
-        serving_layout.write_models_config(
-            serving_dir, exec_properties.get("base_path_prefix") or None
-        )
-        keep = exec_properties.get("keep_versions") or 0
-        if keep:
-            serving_layout.prune(serving_dir, keep)
         out.set_string_custom_property("pushed_model_uri", model.uri)
         pushed.record_towers(
             out,
@@ -84,10 +79,13 @@ def push_towers(model: types.Artifact, serving_dir: str) -> int:
         "version": version,
         "pushed_at": int(time.time()),
     }
+    towers = (("item_tower", ITEM_TOWER_DIR), ("user_tower", USER_TOWER_DIR))
+    for _, sub in towers:  # both readable SavedModels before anything is copied
+        warmup.signature_inputs(join(model.uri, sub))
     # the item tower first: a client that sees the new user tower finds its items' tower
-    for tower, sub in (("item_tower", ITEM_TOWER_DIR), ("user_tower", USER_TOWER_DIR)):
+    for tower, sub in towers:
         serving_layout.publish_version(
-            join(model.uri, sub), join(serving_dir, tower), version, info
+            join(model.uri, sub), join(serving_dir, tower), version, info, warmup_name=tower
         )
     logging.info("pushed version %d of both towers to %s", version, serving_dir)
     return version
@@ -102,15 +100,11 @@ class TwoTowerPusher(base_component.BaseComponent):
         model: types.BaseChannel,
         serving_dir: str,
         model_blessing: types.BaseChannel | None = None,
-        base_path_prefix: str | None = None,
-        keep_versions: int = 0,
     ):
         spec = TwoTowerPusherSpec(
             model=model,
             model_blessing=model_blessing,
             serving_dir=serving_dir,
-            base_path_prefix=base_path_prefix,
-            keep_versions=keep_versions,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
         )
         super().__init__(spec=spec)

@@ -2,9 +2,11 @@
 at all:
 
     <serving_dir>/user_tower/<version>/{saved_model.pb, variables/,
-                                        assets.extra/finetower_push.json}
+                                        assets.extra/{finetower_push.json,
+                                                     tf_serving_warmup_requests}}
     <serving_dir>/item_tower/<version>/...
-    <serving_dir>/models.config       (model_config_list for --model_config_file)
+    <serving_dir>/models.config       (model_config_list for --model_config_file, written by
+                                       components/serving_config)
 
 Versions are integers (TF Serving loads only numeric folders); one number for both towers.
 A version is published with `components.common.publish.staged_dir`: under a hidden temporary
@@ -23,8 +25,10 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from components.common.paths import absolute, copy_tree, join, write_bytes
+from components.common.errors import ArtifactError
+from components.common.paths import absolute, copy_tree, is_remote, join, write_bytes
 from components.common.publish import staged_dir
+from components.pusher.warmup import write_warmup
 
 TOWERS = ("user_tower", "item_tower")
 MODELS_CONFIG = "models.config"
@@ -67,12 +71,17 @@ def next_version(serving_dir: str) -> int:
     return max(found, default=0) + 1
 
 
-def publish_version(tower_src: str, model_dir: str, version: int, info: dict) -> str:
+def publish_version(
+    tower_src: str, model_dir: str, version: int, info: dict, warmup_name: str | None = None
+) -> str:
     """Copy one tower's SavedModel to `model_dir/<version>`, complete before it is visible
-    (`saved_model.pb` last on an object store, where TF Serving waits for it)."""
+    (`saved_model.pb` last on an object store, where TF Serving waits for it); with
+    `warmup_name` (the model's name in models.config) add TF Serving warm-up records."""
     final = join(model_dir, str(version))
     with staged_dir(final, last=SAVED_MODEL) as staging:
         copy_tree(tower_src, str(staging))
+        if warmup_name:
+            write_warmup(str(staging), warmup_name, source_dir=tower_src)
         write_bytes(str(staging / PUSH_INFO), json.dumps(info, indent=2, sort_keys=True).encode())
     return final
 
@@ -82,9 +91,20 @@ def tower_uri(serving_dir: str, tower: str, version: int) -> str:
     return join(serving_dir, tower, str(int(version)))
 
 
-def models_config(serving_dir: str, base_path_prefix: str | None = None, num_versions: int = 2):
+def models_config(
+    serving_dir: str,
+    base_path_prefix: str | None = None,
+    num_versions: int = 2,
+    *,
+    specific: list[int] | None = None,
+    labels: dict[str, int] | None = None,
+):
     """A ModelServerConfig serving both towers; `base_path_prefix` replaces `serving_dir` in
-    the base paths (a container that mounts the folder elsewhere, e.g. /models)."""
+    the base paths (a container that mounts the folder elsewhere, e.g. /models).
+
+    Without `specific`: the newest `num_versions` versions (`latest`). With it: exactly those
+    versions (`specific { versions }`), and `labels` ({label: version}) on both towers.
+    """
     root = base_path_prefix or absolute(serving_dir)
     config = model_server_config_pb2.ModelServerConfig()
     for tower in TOWERS:
@@ -92,17 +112,27 @@ def models_config(serving_dir: str, base_path_prefix: str | None = None, num_ver
         model.name = tower
         model.base_path = f"{root.rstrip('/')}/{tower}"
         model.model_platform = "tensorflow"
-        # the previous version stays loaded while a new one arrives, so a client can ask for
-        # the user-tower version that matches the item embeddings it holds
-        model.model_version_policy.latest.num_versions = num_versions
+        if specific:
+            model.model_version_policy.specific.versions.extend(sorted(set(specific)))
+            for label, version in sorted((labels or {}).items()):
+                model.version_labels[label] = version
+        else:
+            # the previous version stays loaded while a new one arrives, so a client can ask
+            # for the user-tower version that matches the item embeddings it holds
+            model.model_version_policy.latest.num_versions = num_versions
     return config
 
 
-def write_models_config(
-    serving_dir: str, base_path_prefix: str | None = None, num_versions: int = 2
-) -> str:
-    path = os.path.join(serving_dir, MODELS_CONFIG)
-    text = text_format.MessageToString(models_config(serving_dir, base_path_prefix, num_versions))
+def write_config(serving_dir: str, config) -> str:
+    """Write `models.config` so a polling model server reads the old file or the new one:
+    a temporary sibling renamed over it locally; one direct write on an object store (where
+    a write becomes visible whole and a rename is a copy)."""
+    path = join(serving_dir, MODELS_CONFIG)
+    text = text_format.MessageToString(config)
+    if is_remote(serving_dir):
+        write_bytes(path, text.encode())
+        return path
+    tf.io.gfile.makedirs(serving_dir)
     tmp = os.path.join(serving_dir, f".{MODELS_CONFIG}.{uuid.uuid4().hex[:8]}")
     with tf.io.gfile.GFile(tmp, "w") as f:
         f.write(text)
@@ -110,13 +140,21 @@ def write_models_config(
     return path
 
 
-def prune(serving_dir: str, keep: int) -> list[int]:
-    """Delete all but the newest `keep` versions of both towers; return the deleted ones."""
-    deleted = []
-    for version in versions(os.path.join(serving_dir, TOWERS[0]))[:-keep] if keep > 0 else []:
-        for tower in TOWERS:
-            path = os.path.join(serving_dir, tower, str(version))
-            if tf.io.gfile.exists(path):
-                tf.io.gfile.rmtree(path)
-        deleted.append(version)
-    return deleted
+def write_models_config(
+    serving_dir: str, base_path_prefix: str | None = None, num_versions: int = 2
+) -> str:
+    """A `latest` models.config (tests and tools that serve whatever is there)."""
+    return write_config(serving_dir, models_config(serving_dir, base_path_prefix, num_versions))
+
+
+def read_config(serving_dir: str):
+    """The ModelServerConfig in `serving_dir/models.config`, or None when there is none."""
+    path = join(serving_dir, MODELS_CONFIG)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    try:
+        return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as error:
+        raise ArtifactError(f"{path}: not a ModelServerConfig ({error})") from None

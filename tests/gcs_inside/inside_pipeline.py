@@ -100,7 +100,7 @@ def test_both_towers_pushed_under_one_version_and_models_config_names_them(pipel
     for name, model in names.items():
         assert model.base_path == f"{serving}/{name}"
         assert gfile().exists(f"{model.base_path}/1/saved_model.pb")
-        assert model.model_version_policy.latest.num_versions == 2
+        assert list(model.model_version_policy.specific.versions) == [1]
 
 
 def test_folded_towers_reproduce_the_full_models_probability(pipeline_runs):

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
-from components.common.paths import input_fingerprint, is_remote, join, split_patterns
+from components.common.paths import copy_tree, input_fingerprint, is_remote, join, split_patterns
 from components.common.publish import staged_dir
 from components.embeddings_publisher.ann import ann_uri, build_ann_index
 from components.item_embeddings.catalogue import iter_catalogue
@@ -25,6 +25,7 @@ from components.item_embeddings.embeddings import (
 )
 from components.pusher.component import Executor as PusherExecutor
 from components.pusher.pushed import PushedTowers, pushed_towers
+from tests.tiny_towers import tiny_model
 
 
 @pytest.fixture
@@ -94,11 +95,10 @@ def test_a_failed_staged_folder_leaves_nothing_on_a_uri(bucket):
 
 
 def test_the_pusher_pushes_both_towers_to_a_uri_and_records_their_uris(bucket, tmp_path):
+    local = tiny_model(tmp_path)
     model = standard_artifacts.Model()
     model.uri, model.id = f"{bucket}/model", 1
-    for tower in ("user_tower", "item_tower"):
-        write(f"{model.uri}/{tower}/saved_model.pb", tower.encode())
-        write(f"{model.uri}/{tower}/variables/variables.index", b"index")
+    copy_tree(local.uri, model.uri)
     serving = f"{bucket}/serving"
     out = standard_artifacts.PushedModel()
     PusherExecutor().Do({"model": [model]}, {"pushed_model": [out]}, {"serving_dir": serving})
@@ -106,8 +106,7 @@ def test_the_pusher_pushes_both_towers_to_a_uri_and_records_their_uris(bucket, t
     assert towers == PushedTowers(1, f"{serving}/user_tower/1", f"{serving}/item_tower/1")
     for tower in ("user_tower", "item_tower"):
         with tf.io.gfile.GFile(f"{serving}/{tower}/1/saved_model.pb", "rb") as f:
-            assert f.read() == tower.encode()
-    assert tf.io.gfile.exists(f"{serving}/models.config")
+            assert f.read() == (tmp_path / "model" / tower / "saved_model.pb").read_bytes()
 
 
 def test_an_ann_index_is_built_locally_and_published_to_a_uri(bucket):

@@ -271,3 +271,21 @@ def test_the_index_lives_in_the_artifact_and_is_published_as_a_copy(run_copy, tm
         assert sorted(p.name for p in folder.iterdir()) == names
         for name in names:
             assert (folder / name).read_bytes() == (published / name).read_bytes()
+
+
+def test_a_publish_refused_by_a_rollback_pin_says_so_and_is_not_current(redis_server):
+    ids = [f"item-{i}" for i in range(6)]
+    vectors = np.eye(6, 4, dtype=np.float32)
+
+    def publish(version: int) -> publishing.StoreOutcome:
+        return publishing.publish_once(
+            redis_server.url, version, ids, vectors, vectors, 0.0, source={}
+        )
+
+    assert publish(1).published and publish(2).published
+    rollback(redis_server.url, to=1, pin=True)
+    refused = publish(3)
+    assert not refused.published and refused.store_version is None
+    assert "version 3 not made current" in refused.reason and "pinned" in refused.reason
+    with StoreReader(redis_server.url) as reader:
+        assert publishing.pushed_version_of(reader.current_version()) == 1

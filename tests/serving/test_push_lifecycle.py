@@ -33,6 +33,12 @@ def user_tower_versions(target: str) -> list[int]:
     return sorted(s.version for s in status.model_version_status if s.state == AVAILABLE)
 
 
+def config_changes(root) -> int:
+    """How many times the world's model server has applied a changed models.config."""
+    log = root / "ms.log"
+    return log.read_text().count("changed: applying it") if log.exists() else 0
+
+
 def answer_key(body: dict) -> list[tuple[str, float]]:
     return [(item["item_id"], round(item["score"], 4)) for item in body["items"]]
 
@@ -41,7 +47,12 @@ def test_two_pushes_in_a_row_through_serving_config_under_eight_clients(world): 
     http, redis, out = world["http"], world["redis"], world["out"]
     serving, target = str(out / "serving"), world["model_server"].target
     published = dict(redis_url=redis.url, keep=1)
+    # the world's model server started on the Pusher-era `latest` policy, which would load
+    # version 2 as soon as it is on disk: wait until it has applied the config naming [1]
+    # (its own log line), so that only ServingConfig decides what it loads from here on
+    applied = config_changes(world["root"])
     serve_version(serving, str(out), 1, infra_validate=False, **published)  # [1], as a run does
+    wait_for(lambda: config_changes(world["root"]) > applied, 60, "the config [1] not applied")
     wait_for(lambda: user_tower_versions(target) == [1], 60, "the config's version 1 only")
     bodies = [USER, {"history": world["history"], "n": 5}] * 4
     per_client: list[list[tuple[int, dict]]] = [[] for _ in bodies]

@@ -77,3 +77,35 @@ def distinct_rows(array: np.ndarray) -> int:
             )
         )
     )
+
+
+def folded_and_full_probabilities(serving: str, model_uri: str, users, items):
+    """The probability the folded towers of version 1 give (query · item embedding + bias,
+    through the sigmoid) and the one the full pushed model gives, for the same rows. Paths
+    may be local or gs://."""
+    import tensorflow as tf
+
+    def signature(path: str):
+        return tf.saved_model.load(path).signatures["serving_default"]
+
+    user = signature(f"{serving}/user_tower/1")(user_vector=tf.constant(users))
+    item = signature(f"{serving}/item_tower/1")(item_vector=tf.constant(items))
+    assert user["query"].shape == (len(users), 64) and item["item_embedding"].shape == (
+        len(items),
+        64,
+    )
+    logits = np.sum(user["query"].numpy() * item["item_embedding"].numpy(), axis=1)
+    folded = 1 / (1 + np.exp(-(logits + user["bias"].numpy()[:, 0])))
+    examples = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "user_vector": tf.train.Feature(float_list=tf.train.FloatList(value=u)),
+                    "item_vector": tf.train.Feature(float_list=tf.train.FloatList(value=i)),
+                }
+            )
+        ).SerializeToString()
+        for u, i in zip(users, items, strict=True)
+    ]
+    full = signature(f"{model_uri}/Format-Serving")(examples=tf.constant(examples))
+    return folded, full["probability"].numpy()[:, 0]

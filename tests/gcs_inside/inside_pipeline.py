@@ -104,32 +104,14 @@ def test_both_towers_pushed_under_one_version_and_models_config_names_them(pipel
 
 
 def test_folded_towers_reproduce_the_full_models_probability(pipeline_runs):
-    import tensorflow as tf
+    from tests.pipeline_helpers import folded_and_full_probabilities
 
     data, serving = pipeline_runs["data"], f"{pipeline_runs['out']}/serving"
     cut = data["cut"]
     users, items = data["users"][cut : cut + 200], data["items"][cut : cut + 200]
-    user_tower = tf.saved_model.load(f"{serving}/user_tower/1").signatures["serving_default"]
-    item_tower = tf.saved_model.load(f"{serving}/item_tower/1").signatures["serving_default"]
-    user = user_tower(user_vector=tf.constant(users))
-    item = item_tower(item_vector=tf.constant(items))
-    logits = np.sum(user["query"].numpy() * item["item_embedding"].numpy(), axis=1)
-    folded = 1 / (1 + np.exp(-(logits + user["bias"].numpy()[:, 0])))
     push = json.loads(read_text(f"{serving}/user_tower/1/assets.extra/finetower_push.json"))
     assert push["model_uri"].startswith(f"{pipeline_runs['out']}/tfx/")
-    full = tf.saved_model.load(f"{push['model_uri']}/Format-Serving").signatures["serving_default"]
-    examples = [
-        tf.train.Example(
-            features=tf.train.Features(
-                feature={
-                    "user_vector": tf.train.Feature(float_list=tf.train.FloatList(value=u)),
-                    "item_vector": tf.train.Feature(float_list=tf.train.FloatList(value=i)),
-                }
-            )
-        ).SerializeToString()
-        for u, i in zip(users, items, strict=True)
-    ]
-    probability = full(examples=tf.constant(examples))["probability"].numpy()[:, 0]
+    folded, probability = folded_and_full_probabilities(serving, push["model_uri"], users, items)
     np.testing.assert_allclose(folded, probability, atol=1e-5)
 
 

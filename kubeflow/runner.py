@@ -221,9 +221,10 @@ def compile_pipeline(
     kfp_entrypoint_fix: bool = True,
     target: str = "both",
 ) -> dict[str, Path]:
-    """Write the PipelineJob JSON (Vertex: TFX's spec as compiled, its Resolver included) and
-    the KFP IR YAML (open-source KFP: the baseline from components/latest_blessed instead of a
-    Resolver; steps start through kubeflow.entrypoint unless `kfp_entrypoint_fix` is False);
+    """Write the PipelineJob JSON (Vertex: TFX's spec as compiled, its Resolver included, which
+    also gives the Trainer its warm start) and the KFP IR YAML (open-source KFP: the baseline and
+    the warm start from components/latest_blessed's steps instead of a Resolver; steps start
+    through kubeflow.entrypoint unless `kfp_entrypoint_fix` is False);
     return their paths. `target` "vertex" writes the JSON only. Refuses local paths
     (kubeflow/paths.py), and multi-worker training but for Vertex (kubeflow/resources.py)."""
     from tfx import v1 as tfx
@@ -237,7 +238,8 @@ def compile_pipeline(
             raise SystemExit(MULTI_WORKER_REFUSED)
         trainer_factory = resources.vertex_multi_worker_trainer(image)
     os.makedirs(output_dir, exist_ok=True)
-    pipeline, parameters = _pipeline_for(config, "resolver", trainer_factory)
+    # Vertex: TFX's LatestBlessedModelStrategy gives the Evaluator's baseline and the warm start
+    pipeline, parameters = _pipeline_for(config, "vertex", trainer_factory)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=image,

@@ -174,7 +174,9 @@ def trained_and_evaluated(
     Model when configured, else (`warm_start` "served") the served model, Evaluator against a
     baseline. `baseline_from`: "served" (local: this pipeline's latest blessed and pushed
     Model, resolved in ML Metadata; components/served_model), "resolver" (TFX's
-    LatestBlessedModelStrategy: Vertex compiles TFX's own strategies only) or "push_records"
+    LatestBlessedModelStrategy for the Evaluator only: local runs that must not warm start,
+    e.g. the MovieLens experiment's from-scratch run), "vertex" (the same Resolver, also the
+    Trainer's warm start: Vertex compiles TFX's own strategies only) or "push_records"
     (components/latest_blessed, open-source KFP runs no Resolver node: the serving dir's push
     records, read by a ServedModel step before the Trainer and a LatestBlessedModel step after).
     `trainer_factory(args)` builds the Trainer (kubeflow/resources.py: multi-worker)."""
@@ -212,7 +214,8 @@ def trained_and_evaluated(
                 "served_model"
             )
             trainer_args["base_model"] = nodes["served_model"].outputs["model"]
-    else:  # Vertex runs TFX's Resolver: the latest blessed Model, none on the first run
+    else:  # TFX's Resolver (Vertex runs it): the latest blessed Model, none on the first run
+        warm = warm and baseline_from == "vertex"
         nodes["model_resolver"] = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

@@ -62,3 +62,17 @@ def test_runner_flags_for_warm_start_are_checked(tmp_path, capsys, flags, refuse
         runner_main(argv)
     assert refused in str(stopped.value) + capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("baseline_from", "warm"), [("vertex", True), ("resolver", False)])
+def test_only_the_vertex_dag_warm_starts_from_tfx_resolver(tmp_path, baseline_from, warm):
+    """The local "resolver" DAG (the MovieLens experiment: source, transfer and from-scratch
+    runs) keeps the Resolver for the Evaluator only: its from-scratch run stays from scratch."""
+    from pipeline.dag import create_pipeline
+
+    config = PipelineConfig(output_dir=str(tmp_path))
+    pipeline = create_pipeline(
+        config, str(tmp_path / "train.csv"), None, None, baseline_from=baseline_from
+    )
+    (trainer,) = [c for c in pipeline.components if c.id == "Trainer"]
+    assert ("base_model" in trainer.inputs) is warm

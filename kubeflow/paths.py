@@ -21,7 +21,7 @@ _CHECKED = (
     ("train_data", "train data", "--train_data (or FINETOWER_TRAIN_DATA)"),
     ("val_data", "eval data", "--val_data (or FINETOWER_VAL_DATA)"),
     ("items", "item catalogue", "--items (or FINETOWER_ITEMS)"),
-    ("base_model", "base model", "FINETOWER_BASE_MODEL"),
+    ("base_model", "base model", "--base_model (or FINETOWER_BASE_MODEL)"),
     (
         "output_dir",
         "pipeline root, serving and output dirs",

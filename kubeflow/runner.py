@@ -188,20 +188,28 @@ MULTI_WORKER_REFUSED = (
 )
 
 
+# steps that read the serving dir (components/latest_blessed), which is not among their inputs
+READS_SERVING_DIR = ("served_model", "latest_blessed_model")
+
+
 def no_cache_for_baseline(spec: dict) -> dict:
-    """The latest-blessed-model step reads the serving dir, which is not among its inputs:
-    a cached answer would be stale, so KFP must always run it."""
-    task = spec["root"]["dag"]["tasks"].get("latest_blessed_model")
-    if task is not None:
-        task["cachingOptions"] = {"enableCache": False}
+    """The warm-start and latest-blessed-model steps read the serving dir, which is not among
+    their inputs: a cached answer would be stale, so KFP must always run them."""
+    for task_id in READS_SERVING_DIR:
+        task = spec["root"]["dag"]["tasks"].get(task_id)
+        if task is not None:
+            task["cachingOptions"] = {"enableCache": False}
     return spec
 
 
 WINDOW_REFUSED = (
     "--window_spans {n}: a rolling window of spans is resolved by TFX's rolling_range resolver "
-    "function, which KubeflowV2DagRunner does not compile (Vertex: 'Only single Channel is "
-    "supported') and open-source KFP does not run; use --window_spans 1 (ExampleGen's newest "
-    "span, no resolver) on the cluster, or the local runner for a window"
+    "function over past runs in ML Metadata, which KubeflowV2DagRunner does not compile "
+    "(Vertex: 'Only single Channel is supported') and open-source KFP does not run (it runs "
+    "no resolver executors). Use --window_spans 1 on the cluster: each run trains on the "
+    "newest span and, with --warm_start served (the default), starts from the model served "
+    "now, so yesterday's model carries the earlier spans forward. For a window over ML "
+    "Metadata, run pipeline.local_runner"
 )
 
 
@@ -213,9 +221,10 @@ def compile_pipeline(
     kfp_entrypoint_fix: bool = True,
     target: str = "both",
 ) -> dict[str, Path]:
-    """Write the PipelineJob JSON (Vertex: TFX's spec as compiled, its Resolver included) and
-    the KFP IR YAML (open-source KFP: the baseline from components/latest_blessed instead of a
-    Resolver; steps start through kubeflow.entrypoint unless `kfp_entrypoint_fix` is False);
+    """Write the PipelineJob JSON (Vertex: TFX's spec as compiled, its Resolver included, which
+    also gives the Trainer its warm start) and the KFP IR YAML (open-source KFP: the baseline and
+    the warm start from components/latest_blessed's steps instead of a Resolver; steps start
+    through kubeflow.entrypoint unless `kfp_entrypoint_fix` is False);
     return their paths. `target` "vertex" writes the JSON only. Refuses local paths
     (kubeflow/paths.py), and multi-worker training but for Vertex (kubeflow/resources.py)."""
     from tfx import v1 as tfx
@@ -229,7 +238,8 @@ def compile_pipeline(
             raise SystemExit(MULTI_WORKER_REFUSED)
         trainer_factory = resources.vertex_multi_worker_trainer(image)
     os.makedirs(output_dir, exist_ok=True)
-    pipeline, parameters = _pipeline_for(config, "resolver", trainer_factory)
+    # Vertex: TFX's LatestBlessedModelStrategy gives the Evaluator's baseline and the warm start
+    pipeline, parameters = _pipeline_for(config, "vertex", trainer_factory)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=image,
@@ -272,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--span", type=int, help="ingest this span ({SPAN} patterns)")
     parser.add_argument("--window_spans", type=int, help="Transform/Trainer see this many spans")
     parser.add_argument(
+        "--warm_start",
+        choices=["served", "none"],
+        help="served (default): the Trainer starts from the served model when there is one",
+    )
+    parser.add_argument("--base_model", help="a Model folder on an object store to fine-tune")
+    parser.add_argument(
         "--target",
         choices=["both", "vertex"],
         default="both",
@@ -292,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         distribution=args.distribution,
         span=args.span,
         window_spans=args.window_spans,
+        warm_start=args.warm_start,
+        base_model=args.base_model,
     )
     if args.pipeline_root:
         config.output_dir = args.pipeline_root

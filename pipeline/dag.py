@@ -22,7 +22,7 @@ from components.example_gen.inputs import example_gen_inputs, has_span_placehold
 from components.example_gen.recipe_csv import LABEL
 from components.example_gen.schema import schema_file_for
 from components.item_embeddings.component import ItemEmbeddings
-from components.latest_blessed.component import LatestBlessedModel
+from components.latest_blessed.component import LatestBlessedModel, ServedModel
 from components.pusher.component import TwoTowerPusher
 from components.served_model.strategy import served_model_resolver
 from components.serving_config.component import ServingConfig
@@ -171,11 +171,14 @@ def trained_and_evaluated(
     example_gen=None,
 ) -> dict:
     """Trainer on the `window` of spans (default: `examples`), fine-tuning an imported base
-    Model when configured, Evaluator against a baseline. `baseline_from`: "served" (local:
-    this pipeline's latest blessed and pushed Model, resolved in ML Metadata, which is also
-    the Trainer's warm start with `warm_start` "served"; components/served_model), "resolver"
-    (TFX's LatestBlessedModelStrategy: Vertex compiles TFX's own strategies only) or
-    "push_records" (components/latest_blessed: open-source KFP runs no Resolver node).
+    Model when configured, else (`warm_start` "served") the served model, Evaluator against a
+    baseline. `baseline_from`: "served" (local: this pipeline's latest blessed and pushed
+    Model, resolved in ML Metadata; components/served_model), "resolver" (TFX's
+    LatestBlessedModelStrategy for the Evaluator only: local runs that must not warm start,
+    e.g. the MovieLens experiment's from-scratch run), "vertex" (the same Resolver, also the
+    Trainer's warm start: Vertex compiles TFX's own strategies only) or "push_records"
+    (components/latest_blessed, open-source KFP runs no Resolver node: the serving dir's push
+    records, read by a ServedModel step before the Trainer and a LatestBlessedModel step after).
     `trainer_factory(args)` builds the Trainer (kubeflow/resources.py: multi-worker)."""
     nodes = {}
     trainer_args = dict(
@@ -196,30 +199,38 @@ def trained_and_evaluated(
             custom_properties={"tfx_version": tfx.__version__},
         ).with_id("base_model_importer")
         trainer_args["base_model"] = nodes["base_model"].outputs["result"]
-    served = None
+    warm = config.warm_start == "served" and not config.base_model
     if baseline_from == "served":  # LocalDagRunner: the served model, from ML Metadata
-        warm = config.warm_start == "served" and not config.base_model and example_gen is not None
+        warm = warm and example_gen is not None
         served = nodes["model_resolver"] = served_model_resolver(example_gen, warm).with_id(
             # the id the DAG has always had: it is the latest blessed model, pushed
             "latest_blessed_model_resolver"
         )
         if warm:
             trainer_args["base_model"] = served.outputs["base_model"]
-    build_trainer = trainer_factory or (lambda args: tfx.components.Trainer(**args))
-    nodes["trainer"] = trainer = build_trainer(trainer_args)
-    if served is not None:
-        baseline = served.outputs["model"]
-    elif baseline_from == "push_records":  # open-source KFP runs no Resolver node
-        nodes["model_resolver"] = LatestBlessedModel(
-            trainer.outputs["model"], absolute(config.serving_dir)
-        ).with_id("latest_blessed_model")
-        baseline = nodes["model_resolver"].outputs["baseline"]
-    else:  # Vertex compiles TFX's own strategies only
+    elif baseline_from == "push_records":
+        if warm:  # the serving dir's newest complete push, or an empty Model marked found=0
+            nodes["served_model"] = ServedModel(absolute(config.serving_dir)).with_id(
+                "served_model"
+            )
+            trainer_args["base_model"] = nodes["served_model"].outputs["model"]
+    else:  # TFX's Resolver (Vertex runs it): the latest blessed Model, none on the first run
+        warm = warm and baseline_from == "vertex"
         nodes["model_resolver"] = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
             model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
         ).with_id("latest_blessed_model_resolver")
+        if warm:
+            trainer_args["base_model"] = nodes["model_resolver"].outputs["model"]
+    build_trainer = trainer_factory or (lambda args: tfx.components.Trainer(**args))
+    nodes["trainer"] = trainer = build_trainer(trainer_args)
+    if baseline_from == "push_records":  # open-source KFP runs no Resolver node
+        nodes["model_resolver"] = LatestBlessedModel(
+            trainer.outputs["model"], absolute(config.serving_dir)
+        ).with_id("latest_blessed_model")
+        baseline = nodes["model_resolver"].outputs["baseline"]
+    else:
         baseline = nodes["model_resolver"].outputs["model"]
     nodes["evaluator"] = tfx.components.Evaluator(
         examples=examples,

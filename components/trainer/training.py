@@ -23,6 +23,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components.example_gen.recipe_csv import ITEM_VECTOR, LABEL, USER_VECTOR
+from components.latest_blessed.warm_start import describe, resolve_base_model
 from components.trainer import distribute, export
 from components.trainer.model import build_dssm, copy_weights_by_name
 from pipeline.configs import TrainerConfig
@@ -197,9 +198,14 @@ def training_inputs(
 def build_model(
     config: TrainerConfig, strategy: tf.distribute.Strategy, base_model: str | None
 ) -> keras.Model:
-    """The recipe's DSSM under the strategy; fine-tuning copies a base Model's weights."""
+    """The recipe's DSSM under the strategy; fine-tuning copies a base Model's weights. A base
+    Model that a ServedModel step recorded as not found (open-source KFP's first run) leaves
+    Keras' initialisation."""
     with strategy.scope():
         model = build_dssm(config.user_dim, config.item_dim, config.learning_rate)
+    base_model, served = resolve_base_model(base_model)
+    if served is not None:
+        logging.info("warm start: %s", describe(served))
     if base_model:
         base = keras.models.load_model(base_model, compile=False)
         copied = copy_weights_by_name(base, model)
@@ -228,10 +234,13 @@ def _base_val_metrics(base_model: str) -> dict:
 
 
 def warm_start_record(model: keras.Model, inputs: TrainingInputs, base_model: str | None):
-    """What finetower_model.json says of the warm start: None without a base model; else the
-    decision and its measured effect (logged too)."""
+    """What finetower_model.json says of the warm start: None without a base model; the
+    ServedModel record with `base_model` None when it found nothing served (trained from
+    initialisation); else the decision and its measured effect (logged too), with the served
+    version when a ServedModel step chose the base."""
+    base_model, served = resolve_base_model(base_model)
     if not base_model:
-        return None
+        return None if served is None else {"base_model": None, "served_model": served}
     before = model.evaluate(inputs.val, return_dict=True, verbose=0)
     record = {
         "base_model": base_model,
@@ -239,6 +248,8 @@ def warm_start_record(model: keras.Model, inputs: TrainingInputs, base_model: st
         "val_before_training": {f"val_{k}": float(v) for k, v in before.items()},
         "base_model_val": _base_val_metrics(base_model),
     }
+    if served is not None:
+        record["served_model"] = served
     logging.info(
         "warm start from %s: val AUC before training %.4f under today's statistics "
         "(the base model's own last val AUC: %s). %s",

@@ -77,3 +77,21 @@ def test_every_compiled_step_runs(compiled_run):
     assert not _failure(compiled_run), _failure(compiled_run)
     ran = sorted(r.task for r in compiled_run["results"])
     assert ran == sorted(compiled_run["spec"]["root"]["dag"]["tasks"])
+
+
+def test_first_run_trains_from_initialisation_and_says_why(compiled_run):
+    """The served_model step found nothing pushed (an empty serving dir): its Model is marked
+    found=0 and the Trainer started from Keras' initialisation, as finetower_model.json says."""
+    import json
+
+    import tensorflow as tf
+
+    by_task = {r.task: r for r in compiled_run["results"]}
+    assert "served_model" in by_task and "Trainer" in by_task, _failure(compiled_run)
+    (served,) = by_task["served_model"].outputs["model"]
+    assert served["metadata"]["found"] == 0
+    (model,) = by_task["Trainer"].outputs["model"]
+    with tf.io.gfile.GFile(f"{model['uri']}/finetower_model.json") as f:
+        warm_start = json.load(f)["warm_start"]
+    serving = f"{compiled_run['root']}/out/serving"
+    assert warm_start == {"base_model": None, "served_model": {"found": 0, "serving_dir": serving}}

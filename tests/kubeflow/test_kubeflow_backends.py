@@ -63,6 +63,30 @@ def test_open_source_kfp_yaml_holds_only_executors_its_backend_runs(compiled):
     }
 
 
+def test_open_source_kfp_trainer_warm_starts_from_the_served_model_step(compiled):
+    tasks = compiled["kfp"]["root"]["dag"]["tasks"]
+    assert tasks["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"] == {
+        "producerTask": "served_model",
+        "outputArtifactKey": "model",
+    }
+    served = tasks["served_model"]
+    assert served["cachingOptions"] == {"enableCache": False}  # reads the serving dir
+    assert served["inputs"]["parameters"]["serving_dir"] == {
+        "componentInputParameter": "serving_dir"
+    }
+    assert "artifacts" not in served["inputs"]  # runs before the Trainer, needs nothing
+
+
+def test_vertex_trainer_warm_starts_from_tfx_latest_blessed_model_resolver(compiled):
+    tasks = compiled["vertex"]["pipelineSpec"]["root"]["dag"]["tasks"]
+    resolver = "latest_blessed_model_resolver-model-resolver"
+    for task, key in (("Trainer", "base_model"), ("Evaluator", "baseline_model")):
+        source = tasks[task]["inputs"]["artifacts"][key]["taskOutputArtifact"]
+        assert source == {"producerTask": resolver, "outputArtifactKey": "model"}
+    assert resolver in tasks["Trainer"]["dependentTasks"]
+    assert "served_model" not in tasks
+
+
 def test_vertex_json_keeps_tfx_resolver(compiled):
     kinds = executor_kinds(compiled["vertex"]["pipelineSpec"])
     assert kinds["resolver"] == {

@@ -56,21 +56,26 @@ def test_compiles_job_json_and_kfp_yaml_without_touching_the_pipeline_root(compi
     assert "components.trainer.training.run_fn" in paths["json"].read_text()
 
 
+# where the two builds differ: the Evaluator's baseline and the Trainer's warm start (Vertex:
+# TFX's Resolver; open-source KFP: components/latest_blessed's steps)
+DIFFERING = ("latest_blessed_model", "served_model")
+
+
 def without_baseline(spec: dict) -> dict:
-    """The spec without the Evaluator's baseline (Vertex: a Resolver; open-source KFP:
-    components/latest_blessed), which is where the two builds differ."""
+    """The spec without the Evaluator's baseline and the Trainer's warm start, which is where
+    the two builds differ."""
     spec = json.loads(json.dumps(spec))
     for section in (spec["components"], spec["deploymentSpec"]["executors"]):
-        for name in [n for n in section if n.startswith("latest_blessed_model")]:
+        for name in [n for n in section if n.startswith(DIFFERING)]:
             del section[name]
     tasks = spec["root"]["dag"]["tasks"]
-    for name in [n for n in tasks if n.startswith("latest_blessed_model")]:
+    for name in [n for n in tasks if n.startswith(DIFFERING)]:
         del tasks[name]
-    evaluator = tasks["Evaluator"]
-    evaluator["inputs"]["artifacts"].pop("baseline_model")
-    evaluator["dependentTasks"] = [
-        t for t in evaluator["dependentTasks"] if not t.startswith("latest_blessed_model")
-    ]
+    for task, key in (("Evaluator", "baseline_model"), ("Trainer", "base_model")):
+        tasks[task]["inputs"]["artifacts"].pop(key)
+        tasks[task]["dependentTasks"] = [
+            t for t in tasks[task]["dependentTasks"] if not t.startswith(DIFFERING)
+        ]
     return spec
 
 
@@ -93,7 +98,8 @@ def test_kfp_yaml_steps_carry_their_compiled_artifact_types(compiled):
     assert trainer["command"] == ["python", "-m", "kubeflow.entrypoint"]
     types = json.loads(trainer["args"][1])
     definitions = spec["components"]["Trainer"]
-    assert set(types["inputs"]) == {"examples", "schema", "transform_graph"}
+    # base_model: the served_model step's Model (warm start, the default)
+    assert set(types["inputs"]) == {"examples", "schema", "transform_graph", "base_model"}
     assert (
         types["outputs"]["model"]
         == (

@@ -1,6 +1,7 @@
 """Spans in the Kubeflow build (kubeflow/runner.py): `{SPAN}` patterns compile into the
 ExampleGen step as the driver's input; a rolling window (a resolver node) is refused for the
-cluster build (Vertex's compiler takes no resolver function, open-source KFP runs none)."""
+cluster build (Vertex's compiler takes no resolver function, open-source KFP runs none), with
+what to do instead: window 1 with warm start, yesterday's model carrying the past."""
 
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ def test_span_patterns_compile_for_kfp(tmp_path):
 
 @pytest.mark.parametrize("target", ["both", "vertex"])
 def test_a_window_of_spans_is_refused_by_name_for_the_cluster(tmp_path, target):
-    with pytest.raises(SystemExit, match="--window_spans 3: .*rolling_range"):
+    with pytest.raises(SystemExit, match="--window_spans 3: .*rolling_range") as refused:
         compile_pipeline(span_config(3), str(tmp_path), image=IMAGE, target=target)
     assert not list(tmp_path.iterdir())  # refused before anything is written
+    message = str(refused.value)
+    # why (each target's own reason) and what to do instead
+    assert "Only single Channel is supported" in message
+    assert "no resolver executors" in message
+    assert "--window_spans 1" in message and "--warm_start served" in message
+    assert "yesterday's model carries the earlier spans forward" in message

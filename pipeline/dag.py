@@ -230,6 +230,23 @@ def trained_and_evaluated(
     return nodes
 
 
+def user_vector_recipe(config: PipelineConfig, source: ExamplesSource):
+    """How the training user vectors were made: the `last_n` (and `half_life`) of the
+    component that built the samples (SampleGen) when the source has one, else the
+    configured recipe (the recipe's CSV lines carry vectors, not how they were made)."""
+    from components.common.user_vectors import UserVectorRecipe
+
+    for component in reversed(source.components):
+        properties = getattr(component, "exec_properties", None) or {}
+        if properties.get("last_n") is not None:
+            half_life = properties.get("half_life")
+            return UserVectorRecipe(
+                last_n=int(properties["last_n"]) or None,
+                half_life=float(half_life) if half_life else None,
+            )
+    return config.user_vector_recipe()
+
+
 def pushed_and_published(
     config: PipelineConfig, source: ExamplesSource, items: str | None, trained: dict
 ) -> dict:
@@ -255,6 +272,7 @@ def pushed_and_published(
         examples=source.examples,
         items=items,
         ann_params=json.loads(config.ann_params) if config.ann_params else None,
+        recipe=user_vector_recipe(config, source),
     )
     # what TF Serving loads is decided once the version is published (issue 20)
     serving_config = ServingConfig(

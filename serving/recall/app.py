@@ -315,20 +315,22 @@ def build_service(
     poll_s: float = DEFAULT_POLL_S,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     model_name: str = "user_tower",
+    serving_log=None,
 ) -> RecallService:
-    """A RecallService whose user tower is TF Serving's `model_name` at `tf_serving` (gRPC)."""
+    """A RecallService whose user tower is TF Serving's `model_name` at `tf_serving` (gRPC);
+    `last_n` for versions without a recorded recipe; `serving_log` a `skew_log.ServingLog`."""
     from serving.client import UserTowerClient
 
     tower = UserTowerClient(tf_serving, model_name=model_name, timeout_s=timeout_s, retries=0)
-    kwargs = {"last_n": last_n} if last_n is not None else {}
     return RecallService(
         output_dir,
         tower,
         serving_dir=serving_dir,
         redis_url=redis_url,
+        last_n=last_n,
         poll_s=poll_s,
         timeout_s=timeout_s,
-        **kwargs,
+        serving_log=serving_log,
     )
 
 

@@ -4,6 +4,9 @@ RecipeCsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> A
 -> Transform -> Trainer -> (latest blessed model) -> Evaluator -> TwoTowerPusher
 -> ItemEmbeddings -> EmbeddingsPublisher (ANN index; Redis when a URL is configured)
 -> ServingConfig (infra validation, models.config naming the served versions, pruning)
+
+With a serving log (`serving_log`), SkewCheck compares the user vectors the recall service
+logged with the new span's (it records, it does not gate: components/validation/skew.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from components.served_model.strategy import served_model_resolver
 from components.serving_config.component import ServingConfig
 from components.validation.anomalies_gate import AnomaliesGate
 from components.validation.drift import DriftCheck, DriftGate
+from components.validation.skew import skew_check_for
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
@@ -327,6 +331,8 @@ def create_pipeline(
         example_gen=source.components[-1],
     )
     served = pushed_and_published(config, source, items, trained)
+    if config.serving_log:  # the recall service's logged user vectors against the new span's
+        checked["skew_check"] = skew_check_for(config, source.examples)
     components = [*source.components, *checked.values(), *trained.values(), *served.values()]
     if extend is not None:
         nodes = dict(example_gen=source.components[-1], **checked, **trained, **served)

@@ -2,6 +2,7 @@
 pipeline's training/serving skew check (`components/validation/skew.py`).
 
     <folder>/serving-<start>-<seq>-v<version>.csv     header u1..uD, one user vector a row
+                                                      (components/common/serving_log.py)
 
 Never on a request's path to the disk: `offer()` samples (seeded, `rate` of the vectors) and
 hands the row to a bounded queue; a background thread writes. When the queue is full the row
@@ -26,21 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+from components.common.serving_log import column_names, log_file_name, log_files
+
+__all__ = ["LogSettings", "ServingLog", "column_names", "log_files", "write_log_file"]
+
 log = logging.getLogger("serving.recall")
 
-FILE_PREFIX = "serving-"
-FILE_SUFFIX = ".csv"
 DEFAULT_RATE = 0.01
 DEFAULT_ROWS_PER_FILE = 10_000
 DEFAULT_MAX_FILES = 100
 DEFAULT_QUEUE_ROWS = 10_000
 DEFAULT_FLUSH_S = 60.0
 POLL_S = 0.2  # the writer's wait for a row: how late a due file or a stop is noticed
-
-
-def column_names(dim: int) -> list[str]:
-    """`u1..uD`: a user vector's dimensions, as the log's header and the skew check name them."""
-    return [f"u{j + 1}" for j in range(dim)]
 
 
 @dataclass(frozen=True)
@@ -153,10 +151,6 @@ class ServingLog:
         return []
 
 
-def log_file_name(stem: str, version: int) -> str:
-    return f"{FILE_PREFIX}{stem}-v{int(version)}{FILE_SUFFIX}"
-
-
 def write_log_file(folder: Path, stem: str, version: int, rows: list[np.ndarray]) -> Path:
     """One CSV file of `rows` (each [D]), whole or not at all: written to a hidden temporary
     sibling (no reader's glob matches it), then renamed into place."""
@@ -171,16 +165,6 @@ def write_log_file(folder: Path, stem: str, version: int, rows: list[np.ndarray]
     finally:
         temporary.unlink(missing_ok=True)
     return final
-
-
-def log_files(folder: str | Path) -> list[Path]:
-    """The log's complete files, oldest first (names sort by start time and sequence)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.iterdir() if p.name.startswith(FILE_PREFIX) and p.suffix == FILE_SUFFIX
-    )
 
 
 def prune_log_files(folder: Path, keep: int) -> list[Path]:

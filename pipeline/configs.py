@@ -170,8 +170,9 @@ class PipelineConfig:
     # a folder of user vectors the recall service logged (`--serving_log`); None: no skew step
     serving_log: str | None = None
     # Jensen-Shannon divergence of one user-vector dimension, training against serving, above
-    # which SkewCheck records an anomaly (it does not stop the run: components/validation/skew.py)
-    skew_vector_js: float = 0.3
+    # which SkewCheck records an anomaly (it does not stop the run: components/validation/skew.py);
+    # measured: 0.02-0.03 for like distributions at 400 logged rows, 0.75 for a 3-sigma shift
+    skew_vector_js: float = 0.1
     # training rows SkewCheck reads for its statistics (the first rows of each file, interleaved)
     skew_training_rows: int = 100_000
 

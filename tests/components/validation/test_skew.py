@@ -145,3 +145,15 @@ def test_the_step_is_in_the_dag_only_with_a_serving_log(tmp_path):
     assert check.exec_properties["vector_js"] == config.skew_vector_js
     # the step gates nothing: no component waits on it
     assert not check.downstream_nodes
+
+
+def test_the_runner_flag_takes_a_local_folder(tmp_path, monkeypatch, capsys):
+    from pipeline.local_runner import parse_args
+
+    monkeypatch.chdir(tmp_path)
+    config = parse_args(["--output_dir", "out", "--serving_log", "logs"])
+    assert config.serving_log == str(tmp_path / "logs")
+    assert parse_args(["--output_dir", "out"]).serving_log is None
+    with pytest.raises(SystemExit):
+        parse_args(["--output_dir", "out", "--serving_log", "gs://bucket/logs"])
+    assert "--serving_log: a local folder" in capsys.readouterr().err

@@ -5,7 +5,8 @@
                             "ranked" (false, with a "warning", when the query is all zeros)}
     GET  /health/live   200 while the process runs
     GET  /health/ready  200 when a version is served and its user tower answered at the last
-                        poll (versions, items, backend), else 503 and why; /health: the same
+                        poll (versions, items, backend, user_vector_recipe), else 503 and
+                        why; /health: the same
     GET  /metrics       Prometheus text
 
 Bad requests are 422 and name the field (strict JSON types: no "5" for n, no "yes" for a

@@ -173,8 +173,9 @@ class PipelineConfig:
     # which SkewCheck records an anomaly (it does not stop the run: components/validation/skew.py);
     # measured: 0.02-0.03 for like distributions at 400 logged rows, 0.75 for a 3-sigma shift
     skew_vector_js: float = 0.1
-    # training rows SkewCheck reads for its statistics (the first rows of each file, interleaved)
-    skew_training_rows: int = 100_000
+    # rows SkewCheck reads of each side: the training files' first (read side by side) and the
+    # serving log's newest (the log holds up to 100 files x 10,000 rows: 0.5 GB at 128-d)
+    skew_max_rows: int = 100_000
 
     @property
     def pipeline_root(self) -> str:

@@ -2,14 +2,14 @@
 
 The recall service logs a seeded sample of the user vectors it sends to the user tower
 (`python -m serving.recall --serving_log DIR`: CSV files, header u1..uD; serving/recall/
-skew_log.py). This step reads that log and a bounded sample of the new span's training
-`user_vector`s, computes TFDV statistics of both with one feature per dimension (u1..uD: a
-skewed dimension is named, where a histogram of all 128 values at once would hide it), and
-compares them with TFDV's skew comparator (Jensen-Shannon divergence per dimension,
-threshold `skew_vector_js` in pipeline/configs.py). Both statistics go into an
-ExampleStatistics artifact (splits `train` and `serving`), TFDV's Anomalies into an
-ExampleAnomalies artifact with custom properties `skew_feature`, `skew_distance`,
-`skew_over_threshold`, `skew_message`.
+skew_log.py). This step reads that log's newest rows and a bounded sample of the new span's
+training `user_vector`s (up to `skew_max_rows` each), computes TFDV statistics of both with
+one feature per dimension (u1..uD: a skewed dimension is named, where a histogram of all 128
+values at once would hide it), and compares them with TFDV's skew comparator
+(Jensen-Shannon divergence per dimension, threshold `skew_vector_js` in pipeline/configs.py).
+Both statistics go into an ExampleStatistics artifact (splits `train` and `serving`),
+TFDV's Anomalies into an ExampleAnomalies artifact with custom properties `skew_feature`,
+`skew_distance`, `skew_over_threshold`, `skew_message`.
 
 It records and does not stop the run: skew says serving builds its inputs differently from
 training (another N, other vectors, a client sending raw vectors from elsewhere), which no
@@ -44,16 +44,21 @@ ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's name for a split's anomal
 # -- the two samples --------------------------------------------------------------------------
 
 
-def read_serving_log(folder: str | Path, dim: int) -> tuple[np.ndarray, list[str]]:
-    """(vectors [n, dim], files read) of the serving log's files with `dim` columns; files
-    of another size (a version with other vectors) are skipped and logged. A file whose
-    header is not u1..uD or whose values are not finite numbers is named."""
+def read_serving_log(
+    folder: str | Path, dim: int, max_rows: int | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """(vectors [n, dim], files read) of the serving log's files with `dim` columns, the
+    newest files first until `max_rows`; files of another size (a version with other
+    vectors) are skipped and logged. A file whose header is not u1..uD or whose values are
+    not finite numbers is named."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     expected = column_names(dim)
-    chunks, used = [], []
-    for path in log_files(folder):
+    chunks, used, rows = [], [], 0
+    for path in reversed(log_files(folder)):
+        if max_rows is not None and rows >= max_rows:
+            break
         with path.open() as f:
             header = f.readline().rstrip("\n").split(",")
         if len(header) != dim:
@@ -79,8 +84,9 @@ def read_serving_log(folder: str | Path, dim: int) -> tuple[np.ndarray, list[str
             raise DataError("NaN, infinity or an empty value", path, row + 2)
         chunks.append(vectors)
         used.append(str(path))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return vectors, used
+        rows += len(vectors)
+    vectors = np.concatenate(chunks[::-1]) if chunks else np.zeros((0, dim), np.float32)
+    return vectors[-max_rows:] if max_rows else vectors, used[::-1]
 
 
 def training_user_vectors(patterns: list[str], dim: int, max_rows: int) -> np.ndarray:
@@ -195,7 +201,8 @@ class Executor(base_executor.BaseExecutor):
         anomalies_out = artifact_utils.get_single_instance(output_dict["anomalies"])
         statistics_out = artifact_utils.get_single_instance(output_dict["statistics"])
         dim = int(exec_properties["user_dim"])
-        serving, files = read_serving_log(exec_properties["serving_log"], dim)
+        max_rows = int(exec_properties["max_rows"])
+        serving, files = read_serving_log(exec_properties["serving_log"], dim, max_rows)
         anomalies_out.split_names = artifact_utils.encode_split_names([SERVING_SPLIT])
         statistics_out.split_names = artifact_utils.encode_split_names([TRAIN_SPLIT, SERVING_SPLIT])
         if not len(serving):
@@ -206,7 +213,7 @@ class Executor(base_executor.BaseExecutor):
             record(anomalies_out, [], 0, 0)
             return
         pattern = os.path.join(artifact_utils.get_split_uri([examples], TRAIN_SPLIT), "*")
-        training = training_user_vectors([pattern], dim, int(exec_properties["max_training_rows"]))
+        training = training_user_vectors([pattern], dim, max_rows)
         training_stats, serving_stats = (
             dimension_statistics(training),
             dimension_statistics(serving),
@@ -235,7 +242,8 @@ class SkewCheckSpec(ComponentSpec):
         "log_fingerprint": ExecutionParameter(type=str, optional=True),
         "user_dim": ExecutionParameter(type=int),
         "vector_js": ExecutionParameter(type=float),
-        "max_training_rows": ExecutionParameter(type=int),
+        # rows read of each side: training's first (files side by side), the log's newest
+        "max_rows": ExecutionParameter(type=int),
     }
     INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {
@@ -256,7 +264,7 @@ class SkewCheck(base_component.BaseComponent):
         serving_log: str,
         user_dim: int,
         vector_js: float,
-        max_training_rows: int,
+        max_rows: int,
     ):
         serving_log = os.path.abspath(serving_log)
         files = [str(p) for p in log_files(serving_log)]
@@ -267,7 +275,7 @@ class SkewCheck(base_component.BaseComponent):
                 log_fingerprint=input_fingerprint(*files) or serving_log,
                 user_dim=user_dim,
                 vector_js=vector_js,
-                max_training_rows=max_training_rows,
+                max_rows=max_rows,
                 statistics=types.Channel(type=standard_artifacts.ExampleStatistics),
                 anomalies=types.Channel(type=standard_artifacts.ExampleAnomalies),
             )
@@ -281,5 +289,5 @@ def skew_check_for(config: Any, examples: types.BaseChannel) -> SkewCheck:
         serving_log=config.serving_log,
         user_dim=config.user_dim,
         vector_js=config.skew_vector_js,
-        max_training_rows=config.skew_training_rows,
+        max_rows=config.skew_max_rows,
     )

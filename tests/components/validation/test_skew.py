@@ -54,7 +54,7 @@ def run_skew_check(tmp_path: Path, examples, log_dir: Path, vector_js: float = 0
             "serving_log": str(log_dir),
             "user_dim": DIM,
             "vector_js": vector_js,
-            "max_training_rows": 100_000,
+            "max_rows": 100_000,
         },
     )
     return statistics, anomalies
@@ -157,3 +157,13 @@ def test_the_runner_flag_takes_a_local_folder(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--output_dir", "out", "--serving_log", "gs://bucket/logs"])
     assert "--serving_log: a local folder" in capsys.readouterr().err
+
+
+def test_the_log_is_read_newest_first_up_to_the_bound(tmp_path):
+    rows = np.arange(12 * DIM, dtype=np.float32).reshape(12, DIM)
+    for part in range(3):
+        write_log_file(tmp_path, f"a-{part:06d}", 1, list(rows[4 * part : 4 * part + 4]))
+    vectors, files = skew.read_serving_log(tmp_path, DIM, max_rows=6)
+    np.testing.assert_array_equal(vectors, rows[6:])
+    assert [Path(f).name for f in files] == [p.name for p in sorted(tmp_path.iterdir())[1:]]
+    np.testing.assert_array_equal(skew.read_serving_log(tmp_path, DIM)[0], rows)

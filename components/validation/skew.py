@@ -157,13 +157,16 @@ def measure_skew(training, serving, threshold: float):
     return anomalies, skew_measurements(anomalies)
 
 
-def describe(over: list[tuple[str, str, float, float]]) -> str:
-    """`feature 'u3': jensen_shannon_divergence distance 0.7555 > threshold 0.1; ...`,
-    the largest first."""
-    return "; ".join(
+def describe(over: list[tuple[str, str, float, float]], shown: int = 5) -> str:
+    """`feature 'u3': jensen_shannon_divergence distance 0.7555 > threshold 0.1; ...`, the
+    largest `shown` first, then how many more (the Anomalies artifact holds them all)."""
+    ordered = sorted(over, key=lambda m: -m[2])
+    text = "; ".join(
         f"feature {f!r}: {kind.lower()} distance {d:.4f} > threshold {t:g}"
-        for f, kind, d, t in sorted(over, key=lambda m: -m[2])
+        for f, kind, d, t in ordered[:shown]
     )
+    more = len(ordered) - shown
+    return text + (f"; and {more} more dimension(s)" if more > 0 else "")
 
 
 # -- the component ----------------------------------------------------------------------------

@@ -167,3 +167,11 @@ def test_the_log_is_read_newest_first_up_to_the_bound(tmp_path):
     np.testing.assert_array_equal(vectors, rows[6:])
     assert [Path(f).name for f in files] == [p.name for p in sorted(tmp_path.iterdir())[1:]]
     np.testing.assert_array_equal(skew.read_serving_log(tmp_path, DIM)[0], rows)
+
+
+def test_the_message_names_the_largest_skews_and_counts_the_rest():
+    over = [(f"u{j}", "JENSEN_SHANNON_DIVERGENCE", 0.2 + j / 100, 0.1) for j in range(1, 9)]
+    message = skew.describe(over)
+    assert message.startswith("feature 'u8': jensen_shannon_divergence distance 0.2800")
+    assert "'u4'" in message and "'u3'" not in message
+    assert message.endswith("; and 3 more dimension(s)")

@@ -117,11 +117,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             out.set_int_custom_property("catalogue_changed", int(bool(changed)))
         else:
             examples = artifact_utils.get_single_instance(input_dict["examples"])
+            # hashed before it is read: a file replaced meanwhile is then a change next time
+            digest = content_sha256(source.catalogue) if source.catalogue else None
             with self._make_beam_pipeline() as pipeline:
                 embed_items(pipeline, examples, source, towers, out.uri)
             manifest = read_manifest(out.uri)
-            if source.catalogue:  # what was embedded, by content
-                manifest["catalogue_sha256"] = content_sha256(source.catalogue)
+            if digest:  # what was embedded, by content
+                manifest["catalogue_sha256"] = digest
                 rewrite_manifest(out.uri, manifest)
             publish_files({n: join(out.uri, n) for n in files}, published, last=MANIFEST_FILE)
             out.set_int_custom_property("catalogue_changed", 0)

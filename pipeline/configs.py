@@ -159,6 +159,24 @@ class PipelineConfig:
     # ML Metadata's SQLite file; None: <output_dir>/metadata.sqlite (give a local file when
     # output_dir is on an object store: SQLite opens local files only)
     metadata_file: str | None = None
+    # -- the user-vector recipe and training/serving skew (issue 21, points 4 and 6) --
+    # how the training data's user vectors were made from histories, for the recipe's CSV
+    # (its lines carry vectors, not how they were made; SampleGen's path records its own):
+    # the mean of the last N items' pretrained vectors (0: the whole history), weighted by an
+    # optional half-life in positions. Recorded with each published version; the recall
+    # service averages histories with the recipe of the version it serves.
+    user_vector_last_n: int = 5
+    user_vector_half_life: float | None = None
+    # a folder of user vectors the recall service logged (`--serving_log`); None: no skew step
+    serving_log: str | None = None
+    # Jensen-Shannon divergence of one user-vector dimension, training against serving, above
+    # which SkewCheck records an anomaly (it does not stop the run: components/validation/skew.py);
+    # measured on the demo data: 0.018-0.031 for like distributions (400-10,000 logged rows);
+    # one dimension shifted by 0.5 / 1 / 3 standard deviations 0.067 / 0.17 / 0.75
+    skew_vector_js: float = 0.1
+    # rows SkewCheck reads of each side: the training files' first (read side by side) and the
+    # serving log's newest (the log holds up to 100 files x 10,000 rows: 0.5 GB at 128-d)
+    skew_max_rows: int = 100_000
 
     @property
     def pipeline_root(self) -> str:
@@ -178,6 +196,14 @@ class PipelineConfig:
 
     def transform_config(self) -> TransformConfig:
         return self._part(TransformConfig)
+
+    def user_vector_recipe(self):
+        """How the training data's user vectors were made (components/common/user_vectors)."""
+        from components.common.user_vectors import UserVectorRecipe
+
+        return UserVectorRecipe(
+            last_n=self.user_vector_last_n or None, half_life=self.user_vector_half_life or None
+        )
 
     def _part(self, kind):
         """`kind` (a config dataclass whose fields are all knobs here) from these values."""

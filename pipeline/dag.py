@@ -4,6 +4,9 @@ RecipeCsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> A
 -> Transform -> Trainer -> (latest blessed model) -> Evaluator -> TwoTowerPusher
 -> ItemEmbeddings -> EmbeddingsPublisher (ANN index; Redis when a URL is configured)
 -> ServingConfig (infra validation, models.config naming the served versions, pruning)
+
+With a serving log (`serving_log`), SkewCheck compares the user vectors the recall service
+logged with the new span's (it records, it does not gate: components/validation/skew.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from components.served_model.strategy import served_model_resolver
 from components.serving_config.component import ServingConfig
 from components.validation.anomalies_gate import AnomaliesGate
 from components.validation.drift import DriftCheck, DriftGate
+from components.validation.skew import skew_check_for
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
@@ -241,6 +245,23 @@ def trained_and_evaluated(
     return nodes
 
 
+def user_vector_recipe(config: PipelineConfig, source: ExamplesSource):
+    """How the training user vectors were made: the `last_n` (and `half_life`) of the
+    component that built the samples (SampleGen) when the source has one, else the
+    configured recipe (the recipe's CSV lines carry vectors, not how they were made)."""
+    from components.common.user_vectors import UserVectorRecipe
+
+    for component in reversed(source.components):
+        properties = getattr(component, "exec_properties", None) or {}
+        if properties.get("last_n") is not None:
+            half_life = properties.get("half_life")
+            return UserVectorRecipe(
+                last_n=int(properties["last_n"]) or None,
+                half_life=float(half_life) if half_life else None,
+            )
+    return config.user_vector_recipe()
+
+
 def pushed_and_published(
     config: PipelineConfig, source: ExamplesSource, items: str | None, trained: dict
 ) -> dict:
@@ -266,6 +287,7 @@ def pushed_and_published(
         examples=source.examples,
         items=items,
         ann_params=json.loads(config.ann_params) if config.ann_params else None,
+        recipe=user_vector_recipe(config, source),
     )
     # what TF Serving loads is decided once the version is published (issue 20)
     serving_config = ServingConfig(
@@ -320,6 +342,8 @@ def create_pipeline(
         example_gen=source.components[-1],
     )
     served = pushed_and_published(config, source, items, trained)
+    if config.serving_log:  # the recall service's logged user vectors against the new span's
+        checked["skew_check"] = skew_check_for(config, source.examples)
     components = [*source.components, *checked.values(), *trained.values(), *served.values()]
     if extend is not None:
         nodes = dict(example_gen=source.components[-1], **checked, **trained, **served)

@@ -94,6 +94,11 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
     parser.add_argument("--ann_backend", choices=["flat", "hnsw", "ivf", "annoy"])
     parser.add_argument("--ann_params", help='index parameters as JSON, e.g. {"nprobe": 96}')
     parser.add_argument(
+        "--serving_log",
+        help="a folder of user vectors the recall service logged (its --serving_log): adds "
+        "SkewCheck, which records their skew from the new span's (not a gate)",
+    )
+    parser.add_argument(
         "--simulate_days",
         type=int,
         help="a synthetic span a day, the pipeline after each, a table (pipeline/simulation.py)",
@@ -117,6 +122,10 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
         spans_of(config.span, config.span_range)
     except ValueError as error:
         parser.error(str(error))
+    if config.serving_log:  # the recall service writes local files
+        if "://" in config.serving_log:
+            parser.error(f"--serving_log: a local folder, not {config.serving_log}")
+        config.serving_log = os.path.abspath(config.serving_log)
     if config.window_spans < 1:
         parser.error(f"--window_spans: at least 1, got {config.window_spans}")
     if config.distribution == "multi_worker":  # one process: no workers, no TF_CONFIG

@@ -8,8 +8,11 @@ in position (the newest item weighs 1, an item `half_life` steps older weighs 1/
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +23,69 @@ DEFAULT_LAST_N = 5
 # ages past 24 half-lives weigh < 2^-24, below float32 resolution, so they are left out
 HALF_LIVES_KEPT = 24
 QUERY_BLOCK = 1 << 15  # queries per gather: [block, dim] temporaries
+
+
+@dataclass(frozen=True)
+class UserVectorRecipe:
+    """How a history becomes the user vector a model was trained on; recorded with each
+    published version so that serving averages histories exactly as training did.
+
+    `last_n` None: the whole history; `half_life` None: equal weights; `dim`: the vectors'
+    size; `item_vectors_sha256`: the content of the pretrained item vectors (`vectors_sha256`),
+    None where the version has none.
+    """
+
+    last_n: int | None = DEFAULT_LAST_N
+    half_life: float | None = None
+    dim: int | None = None
+    item_vectors_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.last_n is not None and self.last_n < 1:
+            raise ValueError(f"last_n must be >= 1 (or None: whole history), got {self.last_n}")
+        if self.half_life is not None and not self.half_life > 0:
+            raise ValueError(f"half_life must be > 0 (or None), got {self.half_life}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> UserVectorRecipe:
+        """The recipe a manifest recorded; unknown keys are refused by name."""
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"user vector recipe: unknown field(s) {', '.join(unknown)}")
+        half_life = values.get("half_life")
+        return cls(
+            last_n=None if values.get("last_n") is None else int(values["last_n"]),
+            half_life=None if half_life is None else float(half_life),
+            dim=None if values.get("dim") is None else int(values["dim"]),
+            item_vectors_sha256=values.get("item_vectors_sha256"),
+        )
+
+    def weights(self, length: int) -> np.ndarray:
+        """`history_weights` of a known history of `length` items under this recipe."""
+        return history_weights(length, self.last_n, self.half_life)
+
+    def describe(self) -> str:
+        window = "the whole history" if self.last_n is None else f"the last {self.last_n} items"
+        decay = f", half-life {self.half_life:g}" if self.half_life is not None else ""
+        return f"mean of {window}{decay}"
+
+
+def vectors_sha256(ids: Sequence[str], vectors: np.ndarray) -> str:
+    """The content of pretrained item vectors, whatever their file, path or row order: sha256
+    over (id, float32 vector) sorted by id. The same vectors read from a copy of the catalogue
+    at another path give the same digest; a re-pretrained or grown catalogue another."""
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    if len(ids) != len(vectors):
+        raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+    order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
+    vectors = np.ascontiguousarray(np.asarray(vectors, np.float32)[order])
+    digest = hashlib.sha256(f"{vectors.shape[1] if vectors.ndim == 2 else 0}\n".encode())
+    digest.update("\n".join(ids[i] for i in order).encode())
+    digest.update(vectors.tobytes())
+    return digest.hexdigest()
 
 
 def history_weights(length: int, last_n: int | None, half_life: float | None) -> np.ndarray:

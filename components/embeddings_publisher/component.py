@@ -31,6 +31,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from components.common.artifacts import ItemEmbeddingsArtifact, PublishedEmbeddingsArtifact
 from components.common.names import ANN_DIR, MANIFEST_FILE
 from components.common.paths import absolute, input_fingerprint, join, write_bytes
+from components.common.user_vectors import DEFAULT_LAST_N, UserVectorRecipe
 from components.common.vectors import VECTOR_DIM
 from components.embeddings_publisher import publishing
 from components.embeddings_publisher.ann import PretrainedSource
@@ -51,6 +52,10 @@ class EmbeddingsPublisherSpec(ComponentSpec):
         "items_fingerprint": ExecutionParameter(type=str, optional=True),
         "item_dim": ExecutionParameter(type=int),
         "recall_seed": ExecutionParameter(type=int, optional=True),
+        # how training made user vectors from histories (the version's recipe; serving uses
+        # it): the last N items (0: the whole history), an optional half-life in positions
+        "user_vector_last_n": ExecutionParameter(type=int, optional=True),
+        "user_vector_half_life": ExecutionParameter(type=float, optional=True),
     }
     INPUTS = {
         "item_embeddings": ChannelParameter(type=ItemEmbeddingsArtifact),
@@ -86,6 +91,7 @@ class Executor(base_executor.BaseExecutor):
             params=json.loads(exec_properties.get("ann_params") or "{}"),
             seed=exec_properties.get("recall_seed") or 0,
             redis_url=exec_properties.get("redis_url") or None,
+            recipe=recipe_from_properties(exec_properties),
         )
         write_bytes(join(out.uri, MANIFEST_FILE), json.dumps(result.manifest(), indent=2).encode())
         store = result.store
@@ -96,6 +102,20 @@ class Executor(base_executor.BaseExecutor):
         out.set_float_custom_property("ann_recall_at_100", float(result.ann["ann_recall"]))
         out.set_int_custom_property("redis_published", int(bool(store and store.published)))
         out.set_string_custom_property("redis_version", (store and store.store_version) or "")
+        recipe = result.ann.get(publishing.RECIPE_KEY)
+        out.set_string_custom_property(
+            publishing.RECIPE_KEY, json.dumps(recipe, sort_keys=True) if recipe else ""
+        )
+
+
+def recipe_from_properties(exec_properties: dict[str, Any]) -> UserVectorRecipe:
+    """The training recipe the component was given (unset: the recipe's last 5, no decay)."""
+    last_n = exec_properties.get("user_vector_last_n")
+    half_life = exec_properties.get("user_vector_half_life")
+    return UserVectorRecipe(
+        last_n=DEFAULT_LAST_N if last_n is None else (int(last_n) or None),
+        half_life=float(half_life) if half_life else None,
+    )
 
 
 def pretrained_source(
@@ -125,7 +145,9 @@ class EmbeddingsPublisher(base_component.BaseComponent):
         items: str | None = None,
         item_dim: int = VECTOR_DIM,
         recall_seed: int = 0,
+        recipe: UserVectorRecipe | None = None,
     ):
+        recipe = recipe or UserVectorRecipe()
         spec = EmbeddingsPublisherSpec(
             item_embeddings=item_embeddings,
             examples=examples,
@@ -137,6 +159,8 @@ class EmbeddingsPublisher(base_component.BaseComponent):
             items_fingerprint=input_fingerprint(items) or None,
             item_dim=item_dim,
             recall_seed=recall_seed,
+            user_vector_last_n=recipe.last_n or 0,
+            user_vector_half_life=recipe.half_life,
             published=types.Channel(type=PublishedEmbeddingsArtifact),
         )
         super().__init__(spec=spec)
@@ -148,11 +172,13 @@ def publisher_for(
     examples: types.BaseChannel | None = None,
     items: str | None = None,
     ann_params: dict[str, Any] | None = None,
+    recipe: UserVectorRecipe | None = None,
 ) -> EmbeddingsPublisher:
     """The publisher as `create_pipeline` adds it after ItemEmbeddings (`config`: a
     PipelineConfig; `examples`: the pipeline's Examples, whose item vectors are the pretrained
     vectors of items embedded without a catalogue; `items`: the catalogue, default
-    `config.items`; `ann_params`: the index backend's parameters, e.g. `{"nprobe": 64}`)."""
+    `config.items`; `ann_params`: the index backend's parameters, e.g. `{"nprobe": 64}`;
+    `recipe`: how training made user vectors, default `config.user_vector_recipe()`)."""
     output_dir = config.output_dir
     return EmbeddingsPublisher(
         item_embeddings=item_embeddings,
@@ -163,4 +189,5 @@ def publisher_for(
         redis_url=config.redis_url,
         items=items or config.items,
         item_dim=config.item_dim,
+        recipe=recipe or config.user_vector_recipe(),
     )

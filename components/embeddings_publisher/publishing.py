@@ -18,6 +18,7 @@ from components.common.errors import ArtifactError, DataError
 from components.common.names import ANN_DIR, EMBEDDINGS_FILE, MANIFEST_FILE
 from components.common.paths import copy_tree, is_remote
 from components.common.publish import publish_tree
+from components.common.user_vectors import UserVectorRecipe, vectors_sha256
 from components.embeddings_publisher.ann import (
     RECALL_QUERIES,
     PretrainedSource,
@@ -45,6 +46,7 @@ __all__ = [
     "ann_dir_for",
     "ann_recall",
     "build_ann_index",
+    "recipe_of_version",
     "publish_version",
     "pushed_version_of",
     "read_item_embeddings",
@@ -53,6 +55,8 @@ __all__ = [
 ]
 
 KEEP_STORE_VERSIONS = 2
+# the manifest key of the user-vector recipe (the recall service reads it from the index's)
+RECIPE_KEY = "user_vector_recipe"
 
 
 def ann_dir_for(output_dir: str | Path, version: int) -> Path:
@@ -147,6 +151,7 @@ class PublishResult:
             "ann_recall_at_100": self.ann["ann_recall"],
             "recall_queries": self.ann["recall_queries"],
             "bias": self.ann["output_bias"],
+            RECIPE_KEY: self.ann.get(RECIPE_KEY),
         }
         if self.store is not None:
             manifest["redis"] = {
@@ -178,10 +183,13 @@ def index_version(
     backend: str,
     params: dict[str, Any],
     seed: int,
+    recipe: UserVectorRecipe,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Build the version's index at `index_dir`: (its manifest, the items' pretrained vectors)."""
+    """Build the version's index at `index_dir`: (its manifest, the items' pretrained vectors).
+    The manifest records `recipe` completed with the vectors' size and content digest."""
     tower = UserTower(towers.user_tower_uri)
     item_vectors, vectors_source = pretrained_item_vectors(ids, pretrained)
+    recipe = recipe_of_version(recipe, ids, item_vectors, tower.user_dim)
     queries, how = sample_queries(tower, item_vectors, RECALL_QUERIES, seed)
     ann = build_ann_index(
         index_dir,
@@ -201,6 +209,7 @@ def index_version(
             "pretrained_items": vectors_source,
             "recall_query_source": how,
             "recall_seed": seed,
+            RECIPE_KEY: recipe.to_dict(),
         },
     )
     logging.info(
@@ -214,6 +223,29 @@ def index_version(
     return ann, item_vectors
 
 
+def recipe_of_version(
+    recipe: UserVectorRecipe, ids: list[str], item_vectors: np.ndarray | None, user_dim: int
+) -> UserVectorRecipe:
+    """`recipe` (how training averaged histories) with what this version serves them from:
+    the pretrained vectors' content digest and size (the user tower's input size without
+    vectors). Vectors of another size than the user tower's input cannot make its users."""
+    if item_vectors is None:
+        return UserVectorRecipe(recipe.last_n, recipe.half_life, user_dim, None)
+    if item_vectors.shape[1] != user_dim:
+        logging.warning(
+            "pretrained item vectors are %d-d, the user tower takes %d: histories cannot be "
+            "served for this version",
+            item_vectors.shape[1],
+            user_dim,
+        )
+    return UserVectorRecipe(
+        recipe.last_n,
+        recipe.half_life,
+        int(item_vectors.shape[1]),
+        vectors_sha256(ids, item_vectors),
+    )
+
+
 def publish_version(
     embeddings_dir: str,
     towers: PushedTowers,
@@ -225,11 +257,13 @@ def publish_version(
     params: dict[str, Any] | None = None,
     seed: int = 0,
     redis_url: str | None = None,
+    recipe: UserVectorRecipe | None = None,
 ) -> PublishResult:
     """Index a pushed version's item embeddings into `index_dir` (the publisher's artifact)
     and publish a copy at `<output_dir>/ann_index/<version>`, the folder users and the recall
     service read (an index published before is kept and copied back into `index_dir`); with
-    `redis_url`, publish the version to Redis once."""
+    `redis_url`, publish the version to Redis once. `recipe`: how training made user vectors
+    (default: the recipe's mean of the last 5), recorded in the index's manifest."""
     ids, embeddings, _ = read_item_embeddings(embeddings_dir)
     final = ann_uri(output_dir, towers.version)
     ann = existing_index(final, towers.version, len(ids))
@@ -248,6 +282,7 @@ def publish_version(
             backend=backend,
             params=params or {},
             seed=seed,
+            recipe=recipe or UserVectorRecipe(),
         )
         publish_tree(index_dir, final, last=MANIFEST_FILE)
     store = None
@@ -266,6 +301,7 @@ def publish_version(
                 "ann_index": final,
                 "item_embeddings": embeddings_dir,
                 "user_tower": towers.user_tower_uri,
+                RECIPE_KEY: ann.get(RECIPE_KEY),
             },
         )
         logging.info("Redis: %s", store.reason)

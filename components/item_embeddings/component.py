@@ -12,6 +12,12 @@ writes
 with the version of the push. The artifact records the pushed towers it embedded with
 (`components.pusher.pushed`), so later stages read them from it. The same pushed version is
 never embedded twice: a version already published is copied into the artifact.
+
+A catalogue is known by its content (`catalogue_sha256` in the manifest), not its path: the
+same bytes at another path are the same catalogue; changed bytes (new items, re-pretrained
+vectors) given for a version already embedded are not mixed into it — the artifact says so
+(`catalogue_changed` 1, a warning) and the next pushed version embeds them. Each push embeds
+the whole catalogue given to it, so a catalogue that grows is served from the next version.
 """
 
 from __future__ import annotations
@@ -35,7 +41,12 @@ from components.common.names import (
 from components.common.paths import absolute, input_fingerprint, join
 from components.common.publish import publish_files
 from components.common.vectors import VECTOR_DIM
-from components.item_embeddings.embeddings import read_manifest
+from components.item_embeddings.embeddings import (
+    catalogue_change,
+    content_sha256,
+    read_manifest,
+    rewrite_manifest,
+)
 from components.item_embeddings.graph import ItemSource, embed_items
 from components.pusher.pushed import pushed_towers, record_towers
 
@@ -93,21 +104,31 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         out.set_string_custom_property("published_dir", published)
         manifest = read_manifest(published)
         files = [EMBEDDINGS_FILE, MANIFEST_FILE]
+        source = item_source(input_dict, exec_properties)
         if manifest is not None:
             logging.info(
                 "version %d already embedded (%d items)", towers.version, manifest["count"]
             )
             for name in files:  # the artifact holds its data either way
                 tf.io.gfile.copy(join(published, name), join(out.uri, name), overwrite=True)
+            changed = catalogue_change(manifest, source.catalogue)
+            if changed:
+                logging.warning("%s", changed)
+            out.set_int_custom_property("catalogue_changed", int(bool(changed)))
         else:
             examples = artifact_utils.get_single_instance(input_dict["examples"])
+            # hashed before it is read: a file replaced meanwhile is then a change next time
+            digest = content_sha256(source.catalogue) if source.catalogue else None
             with self._make_beam_pipeline() as pipeline:
-                embed_items(
-                    pipeline, examples, item_source(input_dict, exec_properties), towers, out.uri
-                )
+                embed_items(pipeline, examples, source, towers, out.uri)
             manifest = read_manifest(out.uri)
+            if digest:  # what was embedded, by content
+                manifest["catalogue_sha256"] = digest
+                rewrite_manifest(out.uri, manifest)
             publish_files({n: join(out.uri, n) for n in files}, published, last=MANIFEST_FILE)
+            out.set_int_custom_property("catalogue_changed", 0)
         out.set_int_custom_property("count", manifest["count"])
+        out.set_string_custom_property("catalogue_sha256", manifest.get("catalogue_sha256") or "")
 
 
 class ItemEmbeddings(base_beam_component.BaseBeamComponent):

@@ -2,13 +2,15 @@
 
     embeddings.parquet   item_id string, embedding list<float32>[dim]
     manifest.json        version, towers, count, dim, source (and `catalogue`, the file
-                         itself or null), unmatched training items
+                         itself or null, with `catalogue_sha256`, its content), unmatched
+                         training items
 
 Paths may be local or URIs (`tf.io.gfile`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -26,6 +28,34 @@ from components.common.paths import join, read_bytes, write_bytes
 from components.pusher.pushed import PushedTowers
 
 EXAMPLES_SOURCE = "distinct item vectors of the Examples"
+HASH_BLOCK = 8 << 20
+
+
+def content_sha256(path: str) -> str:
+    """sha256 of a file's bytes, read in blocks (local or remote): its content, not its path,
+    size or modification time."""
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def catalogue_change(manifest: dict[str, Any], catalogue: str | None) -> str | None:
+    """Why the catalogue now given differs in content from the one a version was embedded
+    from, or None when it is the same (wherever it lies) or the version recorded none."""
+    recorded = manifest.get("catalogue_sha256")
+    if catalogue is None or recorded is None:
+        return None
+    now = content_sha256(catalogue)
+    if now == recorded:
+        return None
+    return (
+        f"the catalogue {catalogue} (sha256 {now[:12]}) is not the one version "
+        f"{manifest['version']} was embedded from (sha256 {recorded[:12]}, "
+        f"{manifest['count']} items): version {manifest['version']} keeps its items, the "
+        "changed catalogue is embedded under the next version"
+    )
 
 
 def _string_ids(ids) -> list[str]:
@@ -82,6 +112,12 @@ def write_manifest(folder: str, manifest: dict[str, Any]) -> None:
             manifest["unmatched_training_items"],
             manifest["source"],
         )
+    write_bytes(join(folder, MANIFEST_FILE), json.dumps(manifest, indent=2).encode())
+
+
+def rewrite_manifest(folder: str, manifest: dict[str, Any]) -> None:
+    """Replace the manifest of `folder` (before it is published), without write_manifest's
+    warnings again."""
     write_bytes(join(folder, MANIFEST_FILE), json.dumps(manifest, indent=2).encode())
 
 

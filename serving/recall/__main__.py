@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from components.common.user_vectors import DEFAULT_LAST_N
+from serving.recall import skew_log
 from serving.recall.app import DEFAULT_MAX_IN_FLIGHT, build_service, serve
 from serving.recall.http import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
 from serving.recall.service import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S
@@ -40,6 +41,61 @@ def _redis_url(given: str | None) -> str | None:
     if given is not None and urlsplit(given).password is not None:
         sys.exit(f"--redis_url holds a password: put the URL in ${REDIS_URL_ENV} instead")
     return given or os.environ.get(REDIS_URL_ENV) or None
+
+
+def _serving_log_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--serving_log",
+        default=None,
+        help="log a sample of the user vectors sent to the user tower into this folder (CSV "
+        "u1..uD, for the pipeline's skew check); off by default",
+    )
+    parser.add_argument(
+        "--serving_log_rate",
+        type=float,
+        default=skew_log.DEFAULT_RATE,
+        help="the fraction of user vectors logged (seeded sampling)",
+    )
+    parser.add_argument("--serving_log_seed", type=int, default=0)
+    parser.add_argument(
+        "--serving_log_rows_per_file", type=int, default=skew_log.DEFAULT_ROWS_PER_FILE
+    )
+    parser.add_argument(
+        "--serving_log_max_files",
+        type=int,
+        default=skew_log.DEFAULT_MAX_FILES,
+        help="the newest files kept; older ones are deleted",
+    )
+    parser.add_argument(
+        "--serving_log_queue_rows",
+        type=int,
+        default=skew_log.DEFAULT_QUEUE_ROWS,
+        help="rows waiting for the writer; beyond, rows are dropped and counted",
+    )
+    parser.add_argument(
+        "--serving_log_flush_s",
+        type=float,
+        default=skew_log.DEFAULT_FLUSH_S,
+        help="a file is written at the latest this long after its first row",
+    )
+
+
+def _serving_log(parser: argparse.ArgumentParser, args) -> skew_log.ServingLog | None:
+    if not args.serving_log:
+        return None
+    try:
+        settings = skew_log.LogSettings(
+            folder=args.serving_log,
+            rate=args.serving_log_rate,
+            seed=args.serving_log_seed,
+            rows_per_file=args.serving_log_rows_per_file,
+            max_files=args.serving_log_max_files,
+            queue_rows=args.serving_log_queue_rows,
+            flush_s=args.serving_log_flush_s,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    return skew_log.ServingLog(settings)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,9 +138,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--history_last_n",
         type=int,
-        default=DEFAULT_LAST_N,
-        help="a history's user vector is the mean of its last N items' pretrained vectors",
+        default=None,
+        help="for versions that record no user vector recipe: a history's user vector is the "
+        f"mean of its last N items' pretrained vectors (default {DEFAULT_LAST_N}); a version's "
+        "recorded recipe wins, and a disagreeing value is logged",
     )
+    _serving_log_flags(parser)
     parser.add_argument("--poll_s", type=float, default=DEFAULT_POLL_S, help="version checks")
     parser.add_argument(
         "--timeout_s",
@@ -102,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         last_n=args.history_last_n,
         poll_s=args.poll_s,
         timeout_s=args.timeout_s,
+        serving_log=_serving_log(parser, args),
     )
     serve(
         service,

@@ -5,7 +5,8 @@
                             "ranked" (false, with a "warning", when the query is all zeros)}
     GET  /health/live   200 while the process runs
     GET  /health/ready  200 when a version is served and its user tower answered at the last
-                        poll (versions, items, backend), else 503 and why; /health: the same
+                        poll (versions, items, backend, user_vector_recipe), else 503 and
+                        why; /health: the same
     GET  /metrics       Prometheus text
 
 Bad requests are 422 and name the field (strict JSON types: no "5" for n, no "yes" for a
@@ -315,20 +316,22 @@ def build_service(
     poll_s: float = DEFAULT_POLL_S,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     model_name: str = "user_tower",
+    serving_log=None,
 ) -> RecallService:
-    """A RecallService whose user tower is TF Serving's `model_name` at `tf_serving` (gRPC)."""
+    """A RecallService whose user tower is TF Serving's `model_name` at `tf_serving` (gRPC);
+    `last_n` for versions without a recorded recipe; `serving_log` a `skew_log.ServingLog`."""
     from serving.client import UserTowerClient
 
     tower = UserTowerClient(tf_serving, model_name=model_name, timeout_s=timeout_s, retries=0)
-    kwargs = {"last_n": last_n} if last_n is not None else {}
     return RecallService(
         output_dir,
         tower,
         serving_dir=serving_dir,
         redis_url=redis_url,
+        last_n=last_n,
         poll_s=poll_s,
         timeout_s=timeout_s,
-        **kwargs,
+        serving_log=serving_log,
     )
 
 

@@ -4,6 +4,7 @@ tests, no clash in the global one)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 ROUTES = ("/recall", "/health", "/metrics")
@@ -58,6 +59,23 @@ class Metrics:
         self.ready = Gauge(
             "finetower_recall_ready", "1 when a version is served.", registry=self.registry
         )
+
+    def watch_serving_log(self, serving_log) -> None:
+        """Export a `skew_log.ServingLog`'s row counts (read when scraped)."""
+
+        class _Rows:
+            def collect(self):
+                family = CounterMetricFamily(
+                    "finetower_recall_serving_log_rows",
+                    "User vectors of the serving log: sampled, dropped (queue full or a "
+                    "failed write), written.",
+                    labels=["state"],
+                )
+                for state in ("sampled", "dropped", "written"):
+                    family.add_metric([state], getattr(serving_log, state))
+                yield family
+
+        self.registry.register(_Rows())
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         route = route if route in ROUTES else "other"

@@ -4,6 +4,14 @@
     pretrained vectors -> user tower over gRPC, pinned to the served version -> query [64],
     bias -> ANN shortlist of that version, re-ranked exactly -> top n (logit, probability)
 
+A history is averaged with the served version's recipe (its last N, half-life and pretrained
+vectors, recorded when it was published): a switch to a version trained with another N
+changes the averaging with the snapshot, in one swap. `last_n` (`--history_last_n`) serves
+versions published before recipes were recorded; where a version records another N the
+version wins and the disagreement is logged once per version (a flag must not silently
+serve vectors the model never saw). With a `serving_log`, a seeded sample of the user vectors
+sent to the tower is logged for the pipeline's skew check (`skew_log`).
+
 Which version is served, and whether it is ready, is `versions.VersionFollower`'s: a watcher
 thread calls its `refresh()` every `poll_s`. A request takes the served snapshot once and
 answers from it to its end. Each request has one deadline, stamped when it arrived: queueing,
@@ -20,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from components.common.user_vectors import DEFAULT_LAST_N, history_weights
+from components.common.user_vectors import DEFAULT_LAST_N, UserVectorRecipe
 from serving.recall.metrics import Metrics
+from serving.recall.skew_log import ServingLog
 from serving.recall.snapshot import ShortListError, Snapshot, top_items
 from serving.recall.versions import VersionFollower, mismatch, public_reason
 
@@ -62,17 +71,21 @@ class RecallService:
         *,
         serving_dir: str | Path | None = None,
         redis_url: str | None = None,
-        last_n: int = DEFAULT_LAST_N,
+        last_n: int | None = None,
         poll_s: float = DEFAULT_POLL_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        serving_log: ServingLog | None = None,
     ) -> None:
-        if last_n < 1:
+        if last_n is not None and last_n < 1:
             raise ValueError(f"last_n must be >= 1, got {last_n}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.tower, self.redis_url = tower, redis_url
         self.last_n, self.poll_s, self.timeout_s = last_n, max(0.05, poll_s), timeout_s
         self.metrics = Metrics()
+        self.serving_log = serving_log
+        if serving_log is not None:
+            self.metrics.watch_serving_log(serving_log)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._requests = watcher = None
@@ -90,7 +103,36 @@ class RecallService:
             serving_dir=Path(serving_dir) if serving_dir is not None else None,
             watcher=watcher,
             timeout_s=timeout_s,
+            on_switch=self._check_recipe,
         )
+
+    # -- the user-vector recipe ----------------------------------------------------------------
+
+    def recipe(self, snapshot: Snapshot) -> UserVectorRecipe:
+        """How `snapshot`'s histories are averaged: its recorded recipe, else `last_n`."""
+        if snapshot.recipe is not None:
+            return snapshot.recipe
+        return UserVectorRecipe(last_n=self.last_n or DEFAULT_LAST_N, dim=snapshot.user_dim)
+
+    def _check_recipe(self, snapshot: Snapshot) -> None:
+        """Log, when a version is served, which recipe it uses and where the flag disagrees."""
+        recipe = self.recipe(snapshot)
+        if snapshot.recipe is None:
+            log.warning(
+                "version %d records no user vector recipe: histories are the %s (--history_last_n)",
+                snapshot.version,
+                recipe.describe(),
+            )
+        elif self.last_n is not None and self.last_n != recipe.last_n:
+            log.warning(
+                "--history_last_n %d disagrees with version %d, trained on the %s: the "
+                "version's recipe is used",
+                self.last_n,
+                snapshot.version,
+                recipe.describe(),
+            )
+        else:
+            log.info("version %d: histories are the %s", snapshot.version, recipe.describe())
 
     # -- following versions --------------------------------------------------------------------
 
@@ -108,6 +150,8 @@ class RecallService:
             self._stop.wait(self.poll_s)
 
     def start(self) -> None:
+        if self.serving_log is not None:
+            self.serving_log.start()
         if self._thread is None:
             self.refresh()  # a version on disk is served from the first request
             self._thread = threading.Thread(target=self._watch, name="recall-watch", daemon=True)
@@ -120,6 +164,8 @@ class RecallService:
         for reader in (self._requests, self.versions.watcher):
             if reader is not None:
                 reader.close()
+        if self.serving_log is not None:
+            self.serving_log.stop()
 
     # -- answering -----------------------------------------------------------------------------
 
@@ -146,6 +192,7 @@ class RecallService:
             "backend": snapshot.backend if snapshot else None,
             "ann_recall_at_100": snapshot.manifest.get("ann_recall") if snapshot else None,
             "pending": self.versions.pending if snapshot else None,
+            "user_vector_recipe": self.recipe(snapshot).to_dict() if snapshot else None,
         }
         if self.redis_url is not None:
             body["redis"] = "unreachable" if self.versions.redis_problem else "ok"
@@ -181,6 +228,8 @@ class RecallService:
                 exclude = frozenset(h for h in history if h in snapshot.row_of)
         else:
             vector = _checked_user_vector(user_vector, snapshot)
+        if self.serving_log is not None:
+            self.serving_log.offer(snapshot.version, vector)  # a queue put, never disk I/O
         out = self._embed(snapshot, vector, deadline)
         query = np.asarray(out.query, np.float64)[0]
         if not np.isfinite(query).all():
@@ -227,7 +276,7 @@ class RecallService:
         return out
 
     def _history_vector(self, snapshot: Snapshot, history: list[str]) -> tuple[np.ndarray, list]:
-        """The mean of the last `last_n` known history items' pretrained vectors."""
+        """The known history items' pretrained vectors averaged by the version's recipe."""
         if snapshot.store_version is not None:
             from serving.store import StoreError, StoreUnavailable, VersionNotFound
 
@@ -263,7 +312,7 @@ class RecallService:
                 f"{snapshot.version}'s items",
                 "history",
             )
-        weights = history_weights(len(known), self.last_n, None).astype(np.float32)
+        weights = self.recipe(snapshot).weights(len(known)).astype(np.float32)
         return weights @ vectors, unknown
 
 

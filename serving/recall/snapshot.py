@@ -2,7 +2,8 @@
 embeddings it re-ranks with, the pretrained item vectors (for histories) and the bias.
 
 A snapshot never changes once loaded; the service swaps whole snapshots, so a request that
-took one answers from one version to its end.
+took one answers from one version to its end — with that version's user-vector recipe (how
+its histories are averaged), which travels in the snapshot.
 
 On disk: see `artifacts` (what the EmbeddingsPublisher and ItemEmbeddings wrote).
 """
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from components.common.errors import ArtifactError
+from components.common.user_vectors import UserVectorRecipe
 from serving.index import ItemIndex, load_index, read_manifest
 from serving.recall.artifacts import (
     ann_dir_for,
@@ -45,6 +47,9 @@ class Snapshot:
     bias: float  # the output layer's bias recorded at publish time
     user_dim: int
     manifest: dict[str, Any]
+    # how the version's model was trained to see histories (None: published before recipes
+    # were recorded; the service then uses its --history_last_n)
+    recipe: UserVectorRecipe | None = None
 
     @property
     def backend(self) -> str:
@@ -71,6 +76,17 @@ def load_snapshot(
         if item_vectors.shape[0] != len(ids):
             raise ArtifactError(f"{ann_dir}: {len(item_vectors)} pretrained vectors for {len(ids)}")
     user_dim = int(manifest.get("user_dim") or 0)
+    recipe = None
+    if manifest.get("user_vector_recipe"):
+        try:
+            recipe = UserVectorRecipe.from_dict(manifest["user_vector_recipe"])
+        except ValueError as error:
+            raise ArtifactError(f"{ann_dir}/manifest.json: {error}") from None
+        if item_vectors is not None and recipe.dim and item_vectors.shape[1] != recipe.dim:
+            raise ArtifactError(
+                f"{ann_dir}: pretrained vectors are {item_vectors.shape[1]}-d, the version's "
+                f"user vector recipe says {recipe.dim}"
+            )
     return Snapshot(
         version=version,
         store_version=store_version,
@@ -82,6 +98,7 @@ def load_snapshot(
         bias=float(manifest["output_bias"]),
         user_dim=user_dim,
         manifest=manifest,
+        recipe=recipe,
     )
 
 

@@ -73,9 +73,11 @@ class VersionFollower:
         serving_dir: Path | None,
         watcher: Any | None,
         timeout_s: float,
+        on_switch: Any | None = None,
     ) -> None:
         self.output_dir, self.tower, self.metrics = output_dir, tower, metrics
         self.serving_dir, self.watcher, self.timeout_s = serving_dir, watcher, timeout_s
+        self.on_switch = on_switch  # called with each snapshot as it becomes the served one
         self.snapshot: Snapshot | None = None
         self.served_problem: str | None = None  # the served version stopped answering
         self.pending: str | None = None  # why a preferred version is not served
@@ -197,6 +199,8 @@ class VersionFollower:
         return mismatch(snapshot, out)
 
     def _switch(self, candidate: Snapshot, served: Snapshot | None) -> None:
+        if self.on_switch is not None:
+            self.on_switch(candidate)
         self.snapshot, self.served_problem = candidate, None
         self._loaded.pop((candidate.version, candidate.store_version), None)
         self.metrics.switches.inc()

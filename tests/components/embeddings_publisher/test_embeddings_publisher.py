@@ -14,6 +14,7 @@ import pytest
 from tfx.types import standard_artifacts
 
 from components.common.errors import DataError
+from components.common.user_vectors import vectors_sha256
 from components.embeddings_publisher import publishing
 from components.embeddings_publisher.ann import pretrained_item_vectors
 from components.embeddings_publisher.component import (
@@ -107,7 +108,10 @@ def run_publisher(
     redis_url: str | None = None,
     items: Path | None = None,
     ann_params: dict | None = None,
+    recipe: dict | None = None,
 ) -> PublishedEmbeddingsArtifact:
+    """Run the publisher on version `version` of `out`; `recipe`: its user_vector_last_n /
+    user_vector_half_life properties (unset: the recipe's defaults)."""
     published = PublishedEmbeddingsArtifact()
     published.uri = str(tmp / f"published-{version}-{backend}-{len(list(tmp.glob('published-*')))}")
     Path(published.uri).mkdir(parents=True)
@@ -121,6 +125,7 @@ def run_publisher(
             "items": str(items) if items else None,
             "item_dim": 128,
             "ann_params": json.dumps(ann_params) if ann_params else None,
+            **(recipe or {}),
         },
     )
     return published
@@ -289,3 +294,46 @@ def test_a_publish_refused_by_a_rollback_pin_says_so_and_is_not_current(redis_se
     assert "version 3 not made current" in refused.reason and "pinned" in refused.reason
     with StoreReader(redis_server.url) as reader:
         assert publishing.pushed_version_of(reader.current_version()) == 1
+
+
+def test_the_version_records_its_user_vector_recipe_by_content(run_copy, pushed_run, tmp_path):
+    out, items = run_copy["out"], run_copy["items"]
+    push_copy(out, 5)
+    published = run_publisher(out, 5, tmp_path, items=items, recipe={"user_vector_last_n": 3})
+    manifest = json.loads((out / "ann_index" / "5" / "manifest.json").read_text())
+    recipe = manifest[publishing.RECIPE_KEY]
+    vectors = np.load(out / "ann_index" / "5" / "item_vectors.npy")
+    ids = json.loads((out / "ann_index" / "5" / "ids.json").read_text())
+    assert recipe == {
+        "last_n": 3,
+        "half_life": None,
+        "dim": 128,
+        "item_vectors_sha256": vectors_sha256(ids, vectors),
+    }
+    assert json.loads(published.get_string_custom_property(publishing.RECIPE_KEY)) == recipe
+    # the same vectors from a copy of the catalogue at another path, rows reversed: the same
+    moved = tmp_path / "elsewhere" / "catalogue.csv"
+    moved.parent.mkdir()
+    moved.write_text("\n".join(reversed(items.read_text().splitlines())) + "\n")
+    push_copy(out, 6)
+    run_publisher(out, 6, tmp_path, items=moved, recipe={"user_vector_last_n": 3})
+    same = json.loads((out / "ann_index" / "6" / "manifest.json").read_text())
+    assert same[publishing.RECIPE_KEY] == recipe
+    # re-pretrained vectors (one item's changed), the whole history, a half-life: all recorded
+    lines = items.read_text().splitlines()
+    head, *values = lines[0].split(",")
+    lines[0] = ",".join([head, *(repr(float(v) + 0.5) for v in values)])
+    changed = tmp_path / "changed.csv"
+    changed.write_text("\n".join(lines) + "\n")
+    push_copy(out, 7)
+    run_publisher(
+        out,
+        7,
+        tmp_path,
+        items=changed,
+        recipe={"user_vector_last_n": 0, "user_vector_half_life": 2.0},
+    )
+    other = json.loads((out / "ann_index" / "7" / "manifest.json").read_text())
+    assert other[publishing.RECIPE_KEY]["item_vectors_sha256"] != recipe["item_vectors_sha256"]
+    assert other[publishing.RECIPE_KEY]["last_n"] is None
+    assert other[publishing.RECIPE_KEY]["half_life"] == 2.0

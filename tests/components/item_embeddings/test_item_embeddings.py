@@ -179,3 +179,44 @@ def test_a_catalogue_artifact_is_embedded_and_matched_by_id(pushed_tower, tmp_pa
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["count"] == len(ids) - 3
     assert manifest["unmatched_training_items"] == 3  # matched by id: only the 3 left out
+
+
+def test_a_catalogue_is_known_by_content_and_new_items_go_to_the_next_version(
+    pushed_tower, tmp_path
+):
+    vectors = pushed_tower["item_vectors"]
+    write_item_catalogue(tmp_path / "items.csv", vectors[:20])
+    first = embed(pushed_tower, tmp_path, items=str(tmp_path / "items.csv"))
+    manifest_path = tmp_path / "out" / "item_embeddings" / "4" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["count"] == 20 and len(manifest["catalogue_sha256"]) == 64
+    assert first.get_string_custom_property("catalogue_sha256") == manifest["catalogue_sha256"]
+    # the same bytes at another path: the same catalogue, nothing changed
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "moved.csv").write_bytes((tmp_path / "items.csv").read_bytes())
+    same = embed(pushed_tower, tmp_path, items=str(tmp_path / "copy" / "moved.csv"))
+    assert same.get_int_custom_property("catalogue_changed") == 0
+    assert same.get_string_custom_property("catalogue_sha256") == manifest["catalogue_sha256"]
+    # five new items: version 4 keeps its 20 and says the catalogue changed...
+    grown = np.concatenate(
+        [vectors[:20], np.full((5, DIM), 3.0, vectors.dtype) + np.arange(5)[:, None]]
+    )
+    write_item_catalogue(tmp_path / "grown.csv", grown)
+    again = embed(pushed_tower, tmp_path, items=str(tmp_path / "grown.csv"))
+    assert again.get_int_custom_property("catalogue_changed") == 1
+    assert again.get_int_custom_property("count") == 20
+    assert json.loads(manifest_path.read_text()) == manifest
+    # ...and the next pushed version embeds all 25
+    setup = dict(pushed_tower)
+    setup["pushed"] = standard_artifacts.PushedModel()
+    record_towers(
+        setup["pushed"],
+        PushedTowers(
+            5, str(pushed_tower["root"] / "user_tower"), str(pushed_tower["root"] / "item_tower")
+        ),
+    )
+    nxt = embed(setup, tmp_path, items=str(tmp_path / "grown.csv"))
+    table = pq.read_table(tmp_path / "out" / "item_embeddings" / "5" / "embeddings.parquet")
+    assert nxt.get_int_custom_property("count") == 25 == table.num_rows
+    assert {f"item-{i}" for i in range(20, 25)} <= set(table.column("item_id").to_pylist())
+    assert nxt.get_string_custom_property("catalogue_sha256") != manifest["catalogue_sha256"]

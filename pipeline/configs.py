@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 # the recipe's vector size (128), defined once beside the vectors; every signature that
 # defaults a vector size names it
@@ -177,6 +178,15 @@ class PipelineConfig:
     # rows SkewCheck reads of each side: the training files' first (read side by side) and the
     # serving log's newest (the log holds up to 100 files x 10,000 rows: 0.5 GB at 128-d)
     skew_max_rows: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.redis_url and urlsplit(self.redis_url).password is not None:
+            # exec properties are recorded in ML Metadata and in compiled specs
+            raise ConfigError(
+                "redis_url holds a password, which ML Metadata and compiled specs would record: "
+                "give the URL without it and the password in $FINETOWER_REDIS_PASSWORD, which "
+                "the steps that use Redis read when they run"
+            )
 
     @property
     def pipeline_root(self) -> str:

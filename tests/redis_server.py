@@ -34,7 +34,7 @@ def answers_ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
             conn.sendall(b"PING\r\n")
-            return conn.recv(64).startswith(b"+PONG")
+            return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))  # answered
     except OSError:
         return False
 
@@ -42,7 +42,9 @@ def answers_ping(port: int) -> bool:
 class RedisServer:
     """A redis-server process bound to 127.0.0.1, started and stopped on demand."""
 
-    def __init__(self, directory: str | Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: str | Path, port: int | None = None, password: str | None = None
+    ) -> None:
         executable = redis_server_path()
         if executable is None:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
@@ -50,6 +52,7 @@ class RedisServer:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.password = password  # requirepass: clients must AUTH with it
         self.process: subprocess.Popen | None = None
 
     @property
@@ -62,7 +65,8 @@ class RedisServer:
         self.process = subprocess.Popen(
             [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-             "--logfile", str(log)],
+             "--logfile", str(log),
+             *(["--requirepass", self.password] if self.password else [])],
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + STARTUP_DEADLINE_S

@@ -30,6 +30,7 @@ rollback also pins (`python -m serving.store rollback --to N`, `... unpin`).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -53,6 +54,9 @@ READER_READ_TIMEOUT_S = 1.0
 # a publish moves hundreds of megabytes: a slower server is not an outage
 PUBLISHER_READ_TIMEOUT_S = 30.0
 LEASE_S = 60
+# the Redis password of a URL given without one: the pipeline records its steps' URLs in ML
+# Metadata and compiled specs, so its URLs carry no password and the steps read it here
+REDIS_PASSWORD_ENV = "FINETOWER_REDIS_PASSWORD"
 _VERSION_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")  # no SCAN glob characters
 
 
@@ -175,10 +179,14 @@ def connect(
     read_timeout: float = READER_READ_TIMEOUT_S,
     single_connection: bool = False,
 ) -> redis.Redis:
-    """A client with short timeouts and no retries: an outage fails fast, never hangs."""
+    """A client with short timeouts and no retries: an outage fails fast, never hangs. A URL
+    without a password takes the one in $FINETOWER_REDIS_PASSWORD, if set."""
+    password = os.environ.get(REDIS_PASSWORD_ENV) or None
     try:
         return redis.Redis.from_url(
             redis_url,
+            # redis-py lets the URL's own password win over this one
+            **({"password": password} if password else {}),
             socket_connect_timeout=connect_timeout,
             socket_timeout=read_timeout,
             retry=Retry(NoBackoff(), 0),

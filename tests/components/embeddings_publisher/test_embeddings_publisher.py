@@ -264,6 +264,30 @@ def test_redis_gets_each_pushed_version_once_and_switches_atomically(
     reader.close()
 
 
+def test_a_password_protected_redis_takes_its_password_from_the_environment_only(
+    run_copy, tmp_path, monkeypatch
+):
+    """The step's URL (an exec property: recorded in ML Metadata) carries no password; the
+    step reads it from $FINETOWER_REDIS_PASSWORD when it runs, and a URL with one is refused
+    before any pipeline is built."""
+    from pipeline.configs import ConfigError, PipelineConfig
+    from serving.store.layout import REDIS_PASSWORD_ENV
+    from tests.redis_server import RedisServer
+
+    with pytest.raises(ConfigError, match=r"\$FINETOWER_REDIS_PASSWORD"):
+        PipelineConfig(redis_url="redis://:hunter2@127.0.0.1:6379/0")
+    out = copy_run({"out": run_copy["out"]}, tmp_path)
+    with RedisServer(tmp_path / "redis-auth", password="s3cret-pw") as server:
+        monkeypatch.delenv(REDIS_PASSWORD_ENV, raising=False)
+        with pytest.raises(Exception, match="(?i)auth"):  # no password: Redis refuses
+            run_publisher(out, 1, tmp_path, redis_url=server.url, items=run_copy["items"])
+        monkeypatch.setenv(REDIS_PASSWORD_ENV, "s3cret-pw")
+        published = run_publisher(out, 1, tmp_path, redis_url=server.url, items=run_copy["items"])
+        assert published.get_int_custom_property("redis_published") == 1
+        with StoreReader(server.url) as reader:
+            assert reader.current_version() == published.get_string_custom_property("redis_version")
+
+
 def test_the_index_lives_in_the_artifact_and_is_published_as_a_copy(run_copy, tmp_path):
     out = copy_run({"out": run_copy["out"]}, tmp_path)
     first = run_publisher(out, 1, tmp_path, items=run_copy["items"])

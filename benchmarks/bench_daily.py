@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import sys
@@ -161,20 +162,47 @@ def executions(metadata_path: str) -> dict[str, int]:
     return {"ran": len(states) - cached, "cached": cached}
 
 
-def score(model_uri: str, catalogue, queries) -> dict:
+def score(model_uri: str, catalogue, queries) -> tuple[dict, np.ndarray]:
+    """Every method's metrics with this model's towers, and its HR@50 hit (1/0) per user."""
     from components.retrieval_eval.component import tower_item_embeddings, user_tower_of
     from components.retrieval_eval.evaluation import evaluate
+    from components.retrieval_eval.metrics import FoldedScorer
 
-    return evaluate(
-        catalogue,
-        queries,
-        user_tower=user_tower_of(str(Path(model_uri) / "user_tower")),
-        item_embeddings=tower_item_embeddings(
-            str(Path(model_uri) / "item_tower"), catalogue.vectors.vectors
-        ),
-        ks=KS,
-        ann_backend=None,
+    user_tower = user_tower_of(str(Path(model_uri) / "user_tower"))
+    items = tower_item_embeddings(str(Path(model_uri) / "item_tower"), catalogue.vectors.vectors)
+    methods = evaluate(
+        catalogue, queries, user_tower=user_tower, item_embeddings=items, ks=KS, ann_backend=None
     )["methods"]
+    return methods, user_hits(FoldedScorer(*user_tower(queries.user_vectors), items), queries)
+
+
+def user_hits(scorer, queries, k: int = 50) -> np.ndarray:
+    """Per evaluated user (sorted rows): 1 when the top k holds one of its test items, else 0
+    (NaN for a user whose test items were all seen before): for paired comparisons."""
+    from components.retrieval_eval.metrics import ranking_metrics
+
+    hits = []
+    for user in np.unique(queries.test_users):
+        mine = queries.test_users == user
+        seen = queries.seen_users == user
+        metrics = ranking_metrics(
+            scorer,
+            queries.test_users[mine],
+            queries.test_items[mine],
+            queries.seen_users[seen],
+            queries.seen_items[seen],
+            ks=(k,),
+        )
+        hits.append(metrics[f"hit_rate@{k}"])
+    return np.array(hits)
+
+
+def sign_test(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
+    """(users only `a` hits, users only `b` hits, two-sided sign-test p-value)."""
+    only_a, only_b = int(np.sum((a == 1) & (b == 0))), int(np.sum((a == 0) & (b == 1)))
+    n = only_a + only_b
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n if n else 1.0
+    return only_a, only_b, min(1.0, 2 * tail)
 
 
 class Runs:
@@ -278,7 +306,7 @@ def evaluate_days(args, cut: DailySpans, vectors: Vectors, runs: dict, out: Path
             models["full"] = runs["full"]["model"]["uri"]
         row = {"day": day, "users": len(queries.users), "protocol": queries.protocol}
         for name, uri in models.items():
-            methods = score(uri, catalogue, queries)
+            methods, row[f"{name}_hits"] = score(uri, catalogue, queries)
             row[name] = methods["towers"]
         row["popularity"], row["pretrained"] = methods["popularity"], methods["pretrained"]
         table.append(row)
@@ -302,6 +330,15 @@ def print_report(args, table: list[dict], runs: dict, out) -> None:
         print(f"mean HR@{k} over days 2..{args.days}: {means}", file=out)
     wins = sum(r["warm"]["hit_rate@50"] > r["init"]["hit_rate@50"] for r in table)
     print(f"warm beats init on HR@50 on {wins} of {len(table)} days", file=out)
+    for other in ("init", "once"):
+        a, b, p = sign_test(
+            *(np.concatenate([r[f"{n}_hits"] for r in table]) for n in ("warm", other))
+        )
+        print(
+            f"paired HR@50, warm vs {other}, all user-days: only warm hits {a}, only {other} "
+            f"hits {b} (sign test p = {p:.2f})",
+            file=out,
+        )
     if runs["full"]:
         last = table[-1]
         print(

@@ -32,6 +32,19 @@ the pretrained vectors alone.
 Wall time: each daily run (one new span ingested; with `--window N` the older spans of the
 window come from ML Metadata, not re-ingested) against a full run: a fresh pipeline on spans
 1..days as one input, trained from initialisation (its HR@50 on the last day is printed too).
+
+Measured (`--days 5 --events_per_day 5000 --epochs 20`, seeds 0 and 1, 2 shared cores, ~13 min):
+spans of 5,000 ratings from 1998-02-09; 28-77 users a day have a history to query from (210
+user-days). Mean HR@50 over days 2-5: warm 0.652 / 0.648, init 0.652 / 0.651, once 0.685 /
+0.623, popularity 0.769, pretrained 0.530 / 0.511. Warm start does not win on HR@50: paired
+over the 210 user-days, only-warm hits against only-init hits are 8 vs 8 and 11 vs 12 (sign
+test p = 1.0); the Evaluator's AUC on each day's eval split favours warm on 4 of 4 days with
+seed 0 (+0.006 to +0.014) and 2 of 4 with seed 1. With this few users a day the next-day HR@50
+cannot separate the methods, and popularity (the day's counts) beats every model on every day.
+Wall time (seed 0): a daily run 89 s (80-103) against a full run on 5 spans 106 s: per-run
+fixed costs dominate at this size (ingesting one 23k-row span takes ~5 s, five ~9 s; the Trainer
+15 s against 43 s); the from-initialisation runs, served ingestion, statistics and Transform
+from the cache, took 36-55 s.
 """
 
 from __future__ import annotations

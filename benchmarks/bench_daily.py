@@ -43,8 +43,8 @@ seed 0 (+0.006 to +0.014) and 2 of 4 with seed 1. With this few users a day the 
 cannot separate the methods, and popularity (the day's counts) beats every model on every day.
 Wall time (seed 0): a daily run 89 s (80-103) against a full run on 5 spans 106 s: per-run
 fixed costs dominate at this size (ingesting one 23k-row span takes ~5 s, five ~9 s; the Trainer
-15 s against 43 s); the from-initialisation runs, served ingestion, statistics and Transform
-from the cache, took 36-55 s.
+15 s against 43 s); the from-initialisation runs (ingestion, statistics and Transform served
+from the cache) took 36-55 s.
 """
 
 from __future__ import annotations

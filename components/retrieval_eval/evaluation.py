@@ -6,7 +6,11 @@ Protocol (the numbers are in `metrics.ranking_metrics`):
   first test time from the history strictly before it (the data-rich domain and the target's
   train events, mean of the last `last_n`), as the samples' user vectors were; users with no
   such history cannot be scored by any method and leave the evaluation (counted);
-- seen items excluded: the user's target train and eval (validation) items;
+- seen items excluded, for every method: everything in the user's history before the query
+  time, in every domain: the history events (data-rich domain and target train) strictly
+  before the user's query time, and the user's target train and eval (validation) items. An
+  item the user meets only at or after the query time stays in the ranking. (In MovieLens a
+  user rates a movie once, so an item seen before can never be a hit, yet it took top slots.)
 - methods, each over the same queries:
     towers      the fine-tuned model's folded ranking, query · item_embedding + bias
                 (user tower `query`/`bias`, item tower `item_embedding`)
@@ -110,13 +114,15 @@ def build_queries(held_out_dir: str | Path, catalogue: Catalogue, *, last_n: int
     scored = test_users >= 0
     seen_users, seen_items = _rows(seen["user"], kept), _rows(seen["item"], catalogue.ids)
     seen_ok = (seen_users >= 0) & (seen_items >= 0)
+    query_times = firsts["timestamp_min"].to_numpy()[has_history]
+    before_users, before_items = history_before_query(histories, kept, query_times, catalogue)
     return Queries(
         users=kept,
         user_vectors=vectors[has_history],
         test_users=test_users[scored],
         test_items=test_items[scored],
-        seen_users=seen_users[seen_ok],
-        seen_items=seen_items[seen_ok],
+        seen_users=np.concatenate([seen_users[seen_ok], before_users]),
+        seen_items=np.concatenate([seen_items[seen_ok], before_items]),
         protocol={
             "catalogue_items": len(catalogue.ids),
             "test_users": len(users),
@@ -124,9 +130,26 @@ def build_queries(held_out_dir: str | Path, catalogue: Catalogue, *, last_n: int
             "test_events_item_not_in_catalogue": int((~in_catalogue).sum()),
             "query_time": "each user's first test event; history strictly before it",
             "user_vector": f"mean of the last {last_n} items",
-            "seen_items_excluded": "target train and eval items",
+            "seen_items_excluded": (
+                "every method: the user's history before the query time in every domain "
+                "(history events strictly before it, target train and eval items)"
+            ),
+            "history_events_before_query_excluded": len(before_users),
         },
     )
+
+
+def history_before_query(
+    histories: pa.Table, users: list[str], query_times: np.ndarray, catalogue: Catalogue
+) -> tuple[np.ndarray, np.ndarray]:
+    """(user rows, item rows) of the history events strictly before each user's query time
+    (`query_times[i]` is `users[i]`'s), items in the catalogue only."""
+    user_rows = _rows(histories["user"], users)
+    item_rows = _rows(histories["item"], catalogue.ids)
+    known = (user_rows >= 0) & (item_rows >= 0)
+    times = histories["timestamp"].to_numpy()
+    before = known & (times < np.asarray(query_times, np.int64)[np.maximum(user_rows, 0)])
+    return user_rows[before], item_rows[before]
 
 
 def evaluate(

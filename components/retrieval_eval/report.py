@@ -30,7 +30,8 @@ def markdown_report(result: dict[str, Any], title: str = "Retrieval evaluation")
         lines += ["Nothing was pushed: only the baselines are evaluated.", ""]
     any_method = next(iter(methods.values()))
     lines += [
-        f"Exact, full catalogue ({any_method['items']} items), seen items excluded; "
+        f"Exact, full catalogue ({any_method['items']} items), everything the user saw before "
+        f"the query time excluded (every domain, every method); "
         f"{any_method['users']} users, {any_method['test_pairs']} held-out pairs.",
         "",
     ]

@@ -48,6 +48,9 @@ def test_movielens_transfer_runs_and_reports(ml100k, tmp_path):
     assert set(metrics["methods"]) == {"towers", "popularity", "pretrained"}
     assert metrics["ks"] == [10, 20, 50, 100]
     assert 0.0 <= metrics["methods"]["towers"]["hit_rate@50"] <= 1.0
+    # what a user saw before the query, in the source domain too, left every ranking
+    assert "every domain" in metrics["protocol"]["seen_items_excluded"]
+    assert metrics["protocol"]["history_events_before_query_excluded"] > 0
     assert metrics["ann"]["backend"] == "ivf" and metrics["ann"]["recall@10"] > 0.5
     report = transfer["report"]
     assert "HitRate" in Path(report).read_text()

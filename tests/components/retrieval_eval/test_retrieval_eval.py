@@ -3,6 +3,7 @@ history cut at its time, the folded scorer's bias, the executor's artifact and r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -157,3 +158,37 @@ def test_the_evaluation_reads_and_writes_uris(held_out, tmp_path):
     local = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
     assert remote["methods"] == local["methods"]
     assert tf.io.gfile.exists(f"{bucket}/m/recall.png")
+
+
+def test_history_before_the_query_is_excluded_for_every_method(tmp_path):
+    """u1 saw `a` in the data-rich domain before its query (t=1 < 5): `a` is first for the
+    towers, the pretrained vectors and popularity alike, and must leave every ranking, so
+    the test item `c` comes first. `c` seen again at t=9, after the query, stays: its test
+    pair is neither dropped nor excluded."""
+    folder = tmp_path / "held_out"
+    folder.mkdir()
+    pq.write_table(_table([]), folder / "train_interactions.parquet")
+    pq.write_table(_table([]), folder / "val_interactions.parquet")
+    pq.write_table(_table([("u1", "c", 5)]), folder / "test_interactions.parquet")
+    pq.write_table(_table([("u1", "a", 1), ("u1", "c", 9)]), folder / "histories.parquet")
+    # popularity a, c, b, d; the user vector is a's: a (1.0) then c (0.9) by dot product
+    catalogue = Catalogue(ITEMS, np.array([5, 1, 3, 0], np.float32))
+    queries = build_queries(folder, catalogue, last_n=5)
+    assert queries.protocol["history_events_before_query_excluded"] == 1
+    assert "every domain" in queries.protocol["seen_items_excluded"]
+
+    def hit_at_1(q) -> dict[str, float]:
+        result = evaluate(
+            catalogue, q, user_tower=identity_tower, item_embeddings=ITEMS.vectors, ks=(1,)
+        )
+        assert all(
+            m["users"] == 1 and m["test_pairs_in_train"] == 0 for m in result["methods"].values()
+        )
+        return {name: m["hit_rate@1"] for name, m in result["methods"].items()}
+
+    assert hit_at_1(queries) == {"towers": 1.0, "popularity": 1.0, "pretrained": 1.0}
+    # without the exclusion `a` takes the top slot of every method
+    unexcluded = dataclasses.replace(
+        queries, seen_users=np.empty(0, np.int64), seen_items=np.empty(0, np.int64)
+    )
+    assert hit_at_1(unexcluded) == {"towers": 0.0, "popularity": 0.0, "pretrained": 0.0}

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import os
 import shutil
@@ -228,15 +227,8 @@ class Runs:
         self.console, self._run, self._row = console, local_runner.run, run_row
 
     def __call__(self, config, label: str) -> dict:
-        absl = logging.getLogger("absl")
-        handlers = list(absl.handlers)
         started = time.time()
-        try:
-            status = self._run(config, self.console)
-        finally:
-            # each run adds its progress handler; without this run N prints every line N times
-            for handler in absl.handlers[len(handlers) :]:
-                absl.removeHandler(handler)
+        status = self._run(config, self.console)
         seconds = time.time() - started
         if status:
             raise RuntimeError(f"{label}: the pipeline run failed (log: {self.console.path})")

@@ -138,7 +138,8 @@ class ComponentProgress(logging.Handler):
 
 def quiet_logging(console: RunConsole, lookup: Callable[[str], tuple[str, str]]) -> None:
     """Python logging at INFO into the (redirected) stderr, absl's INFO included, and the
-    progress handler on absl's logger."""
+    progress handler on absl's logger: one, replacing an earlier run's (a process that runs
+    the pipeline several times, as --simulate_days does, printed each line once per run)."""
     from absl import logging as absl_logging
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
@@ -147,7 +148,10 @@ def quiet_logging(console: RunConsole, lookup: Callable[[str], tuple[str, str]])
     # otherwise put the level back to WARNING and hide every later "is finished"
     absl_logging.set_verbosity(absl_logging.INFO)
     progress = ComponentProgress(lambda line: print(line, file=console.out), lookup)
-    logging.getLogger("absl").addHandler(progress)
+    absl_logger = logging.getLogger("absl")
+    for earlier in [h for h in absl_logger.handlers if isinstance(h, ComponentProgress)]:
+        absl_logger.removeHandler(earlier)
+    absl_logger.addHandler(progress)
 
 
 def node_state_and_figure(metadata_path: str, pipeline_name: str, node_id: str):

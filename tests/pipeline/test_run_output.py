@@ -123,3 +123,24 @@ def test_an_exception_inside_reaches_the_console(tmp_path, verbose):
         timeout=60,
     )
     assert done.returncode == 1 and "finetower: something broke" in done.stderr
+
+
+def test_a_second_run_in_one_process_prints_each_progress_line_once():
+    """--simulate_days and the benchmarks run the pipeline several times in one process."""
+    import io
+    import types
+
+    from pipeline.run_output import quiet_logging
+
+    absl_logger = logging.getLogger("absl")
+    before = list(absl_logger.handlers)
+    console = types.SimpleNamespace(out=io.StringIO())
+    try:
+        for _ in range(3):
+            quiet_logging(console, lambda node: ("ran", f"figure of {node}"))
+        absl_logger.handle(_record(FINISHED_MESSAGE, "Trainer"))
+    finally:
+        for handler in absl_logger.handlers[:]:
+            if handler not in before:
+                absl_logger.removeHandler(handler)
+    assert len(console.out.getvalue().splitlines()) == 1

@@ -17,12 +17,21 @@ from components.common.vectors import VECTOR_DIM
 
 PIPELINE_NAME = "finetower"
 
+# Where Beam's workers get the pipeline's code. TFX builds a 52 MB sdist of itself for every
+# Beam component (3 s, and a /tmp dir it never deletes) unless a beam arg names the workers'
+# dependencies. The DirectRunner's workers run in the launching process's own environment
+# (this venv, or the pipeline's container) and ignore this flag, so it names exactly that;
+# remote profiles name the real image instead (pipeline/beam_profiles.py).
+IN_PROCESS_ENVIRONMENT = "finetower-direct-runner-in-process"
+DIRECT_RUNNER_CODE = f"--sdk_container_image={IN_PROCESS_ENVIRONMENT}"
+
 # Beam on the local machine: in-memory, one worker, and no attempt to download the Prism
 # runner (Beam 2.77's default tries that for every job, and fails offline)
 BEAM_IN_MEMORY = [
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
     "--runner=DirectRunner",
+    DIRECT_RUNNER_CODE,
 ]
 
 

@@ -145,6 +145,13 @@ class PipelineConfig:
     # Evaluator: the blessing that gates the push
     auc_floor: float = 0.6
     regression_tolerance: float = 0.01  # AUC may fall by at most this against the last blessed
+    # StatisticsGen reads about this many lines a run: TFDV samples record batches at
+    # min(1, this / the inputs' lines), estimated from their bytes when the DAG is built
+    # (every line when that is unknown: spans, inputs on an object store). Per-line
+    # anomalies (a bad value, a missing field, a label not 0/1) are ExampleGen's, on every
+    # line; the statistics judge distributions, which 500k lines measure as well as 6M.
+    # 0: every line.
+    statistics_sample_lines: int = 500_000
     # drift gate (daily spans): the new span's statistics against the previous span's (TFDV);
     # over a threshold the run stops before Transform unless accept_drift
     drift_label_linf: float = 0.1  # L-infinity distance of the label's distribution

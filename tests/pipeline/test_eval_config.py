@@ -13,7 +13,7 @@ def test_the_evaluator_computes_the_metrics_read_and_not_the_models_compiled_dup
     assert config.options.include_default_metrics.value is False
     metrics = {m.class_name: m for spec in config.metrics_specs for m in spec.metrics}
     # what pipeline/run_summary.py reads (auc, binary_accuracy, binary_crossentropy)
-    assert set(metrics) == {"AUC", "BinaryAccuracy", "BinaryCrossentropy", "ExampleCount"}
+    assert set(metrics) == {"AUC", "AccuracyAndCrossEntropy", "ExampleCount"}
     threshold = metrics["AUC"].threshold
     assert threshold.value_threshold.lower_bound.value == 0.7
     assert threshold.change_threshold.absolute.value == -0.02

@@ -314,9 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pipeline_root:
         config.output_dir = args.pipeline_root
     profile = args.beam_profile or os.environ.get("FINETOWER_BEAM_PROFILE")
-    beam_args = beam_profiles.beam_args_from_environment(
-        profile=profile, image=args.image if profile in beam_profiles.REMOTE_PROFILES else None
-    )
+    beam_args = beam_profiles.beam_args_from_environment(profile=profile, image=args.image)
     if beam_args is not None:
         config.beam_pipeline_args = beam_args
     paths = compile_pipeline(

@@ -18,12 +18,21 @@ from components.common.vectors import VECTOR_DIM
 
 PIPELINE_NAME = "finetower"
 
+# Where Beam's workers get the pipeline's code. TFX builds a 52 MB sdist of itself for every
+# Beam component (3 s, and a /tmp dir it never deletes) unless a beam arg names the workers'
+# dependencies. The DirectRunner's workers run in the launching process's own environment
+# (this venv, or the pipeline's container) and ignore this flag, so it names exactly that;
+# remote profiles name the real image instead (pipeline/beam_profiles.py).
+IN_PROCESS_ENVIRONMENT = "finetower-direct-runner-in-process"
+DIRECT_RUNNER_CODE = f"--sdk_container_image={IN_PROCESS_ENVIRONMENT}"
+
 # Beam on the local machine: in-memory, one worker, and no attempt to download the Prism
 # runner (Beam 2.77's default tries that for every job, and fails offline)
 BEAM_IN_MEMORY = [
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
     "--runner=DirectRunner",
+    DIRECT_RUNNER_CODE,
 ]
 
 
@@ -137,6 +146,13 @@ class PipelineConfig:
     # Evaluator: the blessing that gates the push
     auc_floor: float = 0.6
     regression_tolerance: float = 0.01  # AUC may fall by at most this against the last blessed
+    # StatisticsGen reads about this many lines a run: TFDV samples record batches at
+    # min(1, this / the inputs' lines), estimated from their bytes when the DAG is built
+    # (every line when that is unknown: spans, inputs on an object store). Per-line
+    # anomalies (a bad value, a missing field, a label not 0/1) are ExampleGen's, on every
+    # line; the statistics judge distributions, which 500k lines measure as well as 6M.
+    # 0: every line.
+    statistics_sample_lines: int = 500_000
     # drift gate (daily spans): the new span's statistics against the previous span's (TFDV);
     # over a threshold the run stops before Transform unless accept_drift
     drift_label_linf: float = 0.1  # L-infinity distance of the label's distribution

@@ -15,13 +15,21 @@ import dataclasses
 import json
 from collections.abc import Callable
 
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
+from google.protobuf.wrappers_pb2 import BoolValue
+from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
 
 from components.common.paths import absolute
 from components.embeddings_publisher.component import publisher_for
 from components.example_gen.component import RecipeCsvExampleGen
-from components.example_gen.inputs import example_gen_inputs, has_span_placeholder, range_config
+from components.example_gen.inputs import (
+    estimated_lines,
+    example_gen_inputs,
+    has_span_placeholder,
+    range_config,
+)
 from components.example_gen.recipe_csv import LABEL
 from components.example_gen.schema import schema_file_for
 from components.item_embeddings.component import ItemEmbeddings
@@ -58,12 +66,20 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             )
         ],
         slicing_specs=[tfma.SlicingSpec()],
+        # the metrics below are every one the blessing and the run's summary read; TFMA's
+        # defaults would add the model's compiled metrics (loss, accuracy, AUC again), each
+        # one a Keras metric run per batch: a third of the Evaluator's time, for duplicates
+        options=config_pb2.Options(include_default_metrics=BoolValue(value=False)),
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
                     auc,
-                    tfma.MetricConfig(class_name="BinaryAccuracy"),
-                    tfma.MetricConfig(class_name="BinaryCrossentropy"),
+                    # binary_accuracy and binary_crossentropy in one pass (TFMA's two cost
+                    # more than the model's inference: components/trainer/eval_metrics.py)
+                    tfma.MetricConfig(
+                        class_name="AccuracyAndCrossEntropy",
+                        module="components.trainer.eval_metrics",
+                    ),
                     tfma.MetricConfig(class_name="ExampleCount"),
                 ]
             )
@@ -121,6 +137,13 @@ def rolling_window(config: PipelineConfig, example_gen, examples):
     )
 
 
+def statistics_sample_rate(lines: int | None, sample_lines: int) -> float:
+    """The rate at which StatisticsGen samples: about `sample_lines` of `lines`, at most all."""
+    if not lines or sample_lines <= 0 or lines <= sample_lines:
+        return 1.0
+    return round(sample_lines / lines, 4)
+
+
 def checked_and_transformed(
     config: PipelineConfig, examples, window=None, drift_gate: bool = False
 ) -> dict:
@@ -128,7 +151,16 @@ def checked_and_transformed(
     (after the gate: anomalies stop the run before it). Statistics and validation are of the
     new span (`examples`); Transform fits the `window` (default: the new span). `drift_gate`:
     the DriftGate (components/validation/drift.py) also stands before Transform."""
-    statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    rate = statistics_sample_rate(
+        estimated_lines(
+            [config.train_data, config.val_data] if config.val_data else [config.train_data]
+        ),
+        config.statistics_sample_lines,
+    )
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=examples,
+        stats_options=tfdv.StatsOptions(sample_rate=rate) if rate < 1 else None,
+    )
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=str(schema_file_for(config.user_dim, config.item_dim, config.output_dir))
     )

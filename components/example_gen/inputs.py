@@ -168,3 +168,27 @@ def example_gen_inputs(train: str, eval_: str | None = None, is_dir=_is_local_di
         )
     )
     return found.input_base, inputs, outputs
+
+
+def estimated_lines(inputs: list[str | None], probe_bytes: int = 1 << 20) -> int | None:
+    """About how many lines the inputs (local files, globs or folders) hold: their bytes over
+    the mean line length of the first file's first `probe_bytes`. None when that is not known
+    before the run: an input names spans, is on an object store (the DAG may be compiled where
+    the bucket cannot be read), matches nothing, or none is given."""
+    import tensorflow as tf
+
+    if not inputs or any(i is None or has_span_placeholder(i) or "://" in i for i in inputs):
+        return None
+    files = []
+    for path in inputs:
+        pattern = _as_file_pattern(path, lambda p: tf.io.gfile.isdir(p))
+        files += [f for f in tf.io.gfile.glob(pattern) if not tf.io.gfile.isdir(f)]
+    if not files:
+        return None
+    with tf.io.gfile.GFile(files[0], "rb") as f:
+        head = f.read(probe_bytes)
+    newlines = head.count(b"\n")
+    if not newlines:
+        return None
+    total = sum(tf.io.gfile.stat(f).length for f in files)
+    return int(total / (len(head) / newlines))

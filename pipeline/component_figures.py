@@ -77,9 +77,29 @@ def _splits(artifact) -> str:
     return "splits " + ", ".join(_split_names(artifact))
 
 
+def sample_rates(artifact) -> dict[str, float]:
+    """StatisticsGen's `sample_rate_by_split` (a JSON value: a Struct holding the JSON text
+    under "__value__"); {} when it was not recorded."""
+    value = artifact_property(artifact, "sample_rate_by_split")
+    if value is None:
+        return {}
+    text = value.fields["__value__"].string_value if hasattr(value, "fields") else value
+    return json.loads(text or "{}")
+
+
 def _rows(artifact) -> str:
+    """Rows per split; statistics of a sample count its rows, so those are scaled back up."""
     rows = split_rows(artifact.uri, _split_names(artifact))
-    return ", ".join(f"{name} {count:,} rows" for name, count in rows.items())
+    rates = sample_rates(artifact)
+    figures = []
+    for name, count in rows.items():
+        rate = rates.get(name) or 1.0
+        figures.append(
+            f"{name} {count:,} rows"
+            if rate >= 1.0
+            else f"{name} ~{round(count / rate):,} rows ({count:,} sampled)"
+        )
+    return ", ".join(figures)
 
 
 def _trainer(artifact) -> str:

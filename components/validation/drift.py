@@ -42,12 +42,15 @@ def with_drift_comparators(
     return schema
 
 
-def drift_measurements(anomalies: anomalies_pb2.Anomalies) -> list[tuple[str, str, float, float]]:
-    """(feature, comparator, distance, threshold) for each drift TFDV measured."""
+def drift_measurements(
+    anomalies: anomalies_pb2.Anomalies, measured: str = "drift"
+) -> list[tuple[str, str, float, float]]:
+    """(feature, comparator, distance, threshold) for each drift TFDV measured, or each skew
+    with `measured` "skew" (TFDV keeps both in `drift_skew_info`)."""
     found = []
     for info in anomalies.drift_skew_info:
         feature = ".".join(info.path.step)
-        for m in info.drift_measurements:
+        for m in getattr(info, f"{measured}_measurements"):
             kind = anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type)
             found.append((feature, kind.removeprefix("DRIFT_SKEW_"), m.value, m.threshold))
     return found

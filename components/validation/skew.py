@@ -35,6 +35,7 @@ from components.common.errors import DataError
 from components.common.paths import input_fingerprint
 from components.common.serving_log import column_names, log_files
 from components.example_gen.recipe_csv import USER_VECTOR
+from components.validation.drift import drift_measurements
 
 TRAIN_SPLIT, SERVING_SPLIT = "train", "serving"
 STATS_FILE = "FeatureStats.pb"  # TFX's name for a split's statistics
@@ -139,13 +140,7 @@ def with_skew_comparators(
 
 def skew_measurements(anomalies: anomalies_pb2.Anomalies) -> list[tuple[str, str, float, float]]:
     """(feature, comparator, distance, threshold) for each skew TFDV measured."""
-    found = []
-    for info in anomalies.drift_skew_info:
-        feature = ".".join(info.path.step)
-        for m in info.skew_measurements:
-            kind = anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type)
-            found.append((feature, kind.removeprefix("DRIFT_SKEW_"), m.value, m.threshold))
-    return found
+    return drift_measurements(anomalies, measured="skew")
 
 
 def measure_skew(training, serving, threshold: float):

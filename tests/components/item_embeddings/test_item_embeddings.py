@@ -16,6 +16,7 @@ from components.common.errors import DataError
 from components.example_gen.recipe_csv import vector_ids
 from components.item_embeddings.catalogue import iter_catalogue
 from components.item_embeddings.component import Executor, ItemEmbeddingsArtifact
+from components.item_embeddings.embeddings import embeddings_table, join_shards
 from components.pusher.pushed import PushedTowers, record_towers
 from components.trainer.export import export_item_tower
 from components.trainer.model import build_dssm
@@ -131,6 +132,46 @@ def test_catalogue_ids_and_unmatched_training_items(pushed_tower, tmp_path):
     missing = used - set(vector_ids(catalogue).tolist())
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["unmatched_training_items"] == len(missing) > 0
+
+
+def test_a_repeated_catalogue_id_keeps_its_first_line(pushed_tower, tmp_path, caplog):
+    vectors = pushed_tower["item_vectors"][:3]
+    rows = [("a", vectors[0]), ("b", vectors[1]), ("a", vectors[2]), ("b", vectors[1])]
+    text = "".join(f"{i}," + ",".join(repr(float(v)) for v in vec) + "\n" for i, vec in rows)
+    (tmp_path / "items.csv").write_text(text)
+    embed(pushed_tower, tmp_path, items=str(tmp_path / "items.csv"))
+    table = pq.read_table(tmp_path / "out" / "item_embeddings" / "4" / "embeddings.parquet")
+    assert table.column("item_id").to_pylist() == ["a", "b"]  # the catalogue's order
+    tower = tf.saved_model.load(str(pushed_tower["root"] / "item_tower")).signatures[
+        "serving_default"
+    ]
+    first = tower(item_vector=tf.constant(vectors[:2]))["item_embedding"].numpy()
+    np.testing.assert_allclose(np.stack(table.column("embedding").to_pylist()), first, rtol=1e-6)
+    assert "2 line(s) repeat an earlier line's item id" in caplog.text
+
+
+def test_join_shards_copies_row_groups_in_name_order_and_removes_the_shards(tmp_path):
+    rng = np.random.default_rng(0)
+    shards, expected = [], []
+    for k in (2, 0, 1):  # listed out of order: joined by name
+        ids = [f"s{k}-{i}" for i in range(3 + k)]
+        emb = rng.normal(size=(len(ids), 4)).astype(np.float32)
+        shard = tmp_path / "_shards" / f"embeddings-{k:05d}-of-00003.parquet"
+        shard.parent.mkdir(exist_ok=True)
+        pq.write_table(embeddings_table(ids, emb), shard, row_group_size=2)
+        shards.append(str(shard))
+        expected.append((k, ids, emb))
+    out = tmp_path / "embeddings.parquet"
+    assert join_shards(shards, str(out)) == 3 + 4 + 5
+    table = pq.read_table(out)
+    expected.sort(key=lambda e: e[0])
+    assert table.column("item_id").to_pylist() == [i for _, ids, _ in expected for i in ids]
+    np.testing.assert_array_equal(
+        np.stack(table.column("embedding").to_pylist()), np.concatenate([e for *_, e in expected])
+    )
+    assert not (tmp_path / "_shards").exists()
+    assert join_shards([], str(tmp_path / "empty.parquet")) == 0
+    assert pq.read_table(tmp_path / "empty.parquet").num_rows == 0
 
 
 def test_a_version_is_embedded_once(pushed_tower, tmp_path):

@@ -278,7 +278,7 @@ def one_size(args, scale: float) -> dict:
         f"{ft['val_auc']:.4f} vs {script['val_auc']:.4f} "
         f"({ft['val_auc'] - script['val_auc']:+.4f})"
     )
-    if not args.skip_bare:
+    if not args.skip_bare and train <= args.bare_max_lines:  # its split must fit in memory
         bare = measure_part("bare", paths)
         result["bare"] = bare
         print(
@@ -292,14 +292,18 @@ def one_size(args, scale: float) -> dict:
 def fixed_and_per_line(results: list[dict]) -> None:
     """Least squares wall = fixed + per_line * lines, for the pipeline and the script."""
     lines = np.array([r["lines"] for r in results], dtype=float)
-    print("\nsize         lines  pipeline s  peak GB  script s  ratio")
+    # the bare fit's samples/s does not depend on the size: the best measured in this run
+    bare = max((r["bare"]["samples_per_second"] for r in results if "bare" in r), default=np.nan)
+    print("\nsize         lines  pipeline s  peak GB  script s  ratio  Trainer samples/s  vs bare")
     for r in results:
         script = r.get("script", {}).get("wall", float("nan"))
         ft = r["pipeline"]
+        rate = ft["train_samples_per_second"]
         print(
             f"{r['scale']:<8g} {r['lines']:>9,} {ft['seconds']:11.1f} {ft['peak_gb']:8.2f} "
-            f"{script:9.1f} {ft['seconds'] / script:6.2f}"
+            f"{script:9.1f} {ft['seconds'] / script:6.2f} {rate:18,.0f} {rate / bare:8.2f}"
         )
+    print(f"(bare tf_keras fit on in-memory arrays, batch 128: {bare:,.0f} samples/s)")
     if len(results) < 2:
         return
     for name, walls in (
@@ -326,6 +330,13 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/finetower-seed-scale")
     parser.add_argument("--skip-script", action="store_true")
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument(
+        "--bare-max-lines",
+        type=int,
+        default=2_000_000,
+        help="run the bare in-memory fit at sizes up to this many train lines (its samples/s "
+        "does not depend on the size; at 4.7M lines its arrays alone take 4.9 GB)",
+    )
     parser.add_argument(
         "--in-memory", action="store_true", help="let the Trainer load a split that fits"
     )

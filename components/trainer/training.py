@@ -20,7 +20,6 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
-from tfx_bsl.public import tfxio
 
 from components.example_gen.recipe_csv import ITEM_VECTOR, LABEL, USER_VECTOR
 from components.latest_blessed.warm_start import describe, resolve_base_model
@@ -36,9 +35,21 @@ PLOT_FILE = "model.png"
 VAL_BATCH = 4096  # validation only predicts: a large batch costs fewer steps
 
 
+def record_dataset(patterns: list[str]) -> tf.data.TFRecordDataset:
+    """ExampleGen's TFRecord files of a split, in name order (gzipped when named `.gz`, as
+    TFX's own readers tell)."""
+    files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
+    if not files:
+        raise ValueError(f"no Examples files match {patterns}")
+    gzipped = {f.endswith(".gz") for f in files}
+    if len(gzipped) > 1:
+        raise ValueError(f"{patterns}: gzipped and plain TFRecord files in one split")
+    compression = "GZIP" if gzipped.pop() else ""
+    return tf.data.TFRecordDataset(files, compression_type=compression, buffer_size=8 << 20)
+
+
 def input_dataset(
     files: list[str],
-    data_accessor: tfx.components.DataAccessor,
     tf_transform_output: tft.TFTransformOutput,
     batch_size: int,
     *,
@@ -47,29 +58,30 @@ def input_dataset(
 ) -> tf.data.Dataset:
     """One epoch of transformed `((user_vector, item_vector), label)` batches.
 
-    Records are shuffled, then parsed and transformed `PARSE_BATCH` at a time and re-cut into
-    `batch_size` batches: parsing and the transform graph cost per call, not per row, so at the
-    recipe's batch of 128 this runs ~3x faster than transforming each training batch.
+    Records are shuffled (`SHUFFLE_BUFFER`, seeded, a new order each epoch), then parsed with
+    `tf.io.parse_example` and transformed `PARSE_BATCH` at a time, in parallel, and re-cut into
+    `batch_size` batches: parsing and the transform graph cost per call, not per row. Only the
+    three features the model reads are parsed, with the raw schema's feature spec. (tfx-bsl's
+    `TFExampleRecord.TensorFlowDataset`, which the Trainer's `data_accessor` gives, parsed
+    the same records 3.5x slower here: 2.95 s against 0.86 s for 189,614 records on 2 cores;
+    at the recipe's 4.7M lines that capped training at ~60k samples/s.)
     """
-    options = tfxio.TensorFlowDatasetOptions(
-        batch_size=max(batch_size, PARSE_BATCH),
-        num_epochs=1,
-        shuffle=shuffle,
-        shuffle_buffer_size=SHUFFLE_BUFFER,
-        shuffle_seed=seed,
-        drop_final_batch=False,
-    )
-    raw_schema = tf_transform_output.raw_metadata.schema
-    dataset = data_accessor.tf_dataset_factory(files, options, raw_schema)
+    wanted = (LABEL, USER_VECTOR, ITEM_VECTOR)
+    spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items() if k in wanted}
     tft_layer = tf_transform_output.transform_features_layer()
 
-    def to_model_inputs(raw):
-        wanted = {k: raw[k] for k in (USER_VECTOR, ITEM_VECTOR)}
-        features = tft_layer(wanted)
+    def to_model_inputs(records):
+        raw = tf.io.parse_example(records, spec)
+        features = tft_layer({k: raw[k] for k in (USER_VECTOR, ITEM_VECTOR)})
         label = tf.cast(tf.reshape(raw[LABEL], [-1, 1]), tf.float32)
         return (features[USER_VECTOR], features[ITEM_VECTOR]), label
 
-    dataset = dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = record_dataset(files)
+    if shuffle:
+        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(max(batch_size, PARSE_BATCH)).map(
+        to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     return dataset.rebatch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -79,7 +91,6 @@ def split_bytes(files: list[str]) -> int:
 
 def load_in_memory(
     files: list[str],
-    data_accessor: tfx.components.DataAccessor,
     tf_transform_output: tft.TFTransformOutput,
     budget_bytes: int,
 ) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray] | None:
@@ -90,9 +101,7 @@ def load_in_memory(
     if budget_bytes <= 0 or split_bytes(files) > budget_bytes:
         return None
     parts: list[tuple] = []
-    dataset = input_dataset(
-        files, data_accessor, tf_transform_output, PARSE_BATCH, shuffle=False, seed=0
-    )
+    dataset = input_dataset(files, tf_transform_output, PARSE_BATCH, shuffle=False, seed=0)
     for (users, items), labels in dataset.as_numpy_iterator():
         parts.append((users, items, labels))
     if not parts:
@@ -169,7 +178,6 @@ def training_inputs(
     `config.train_in_memory_mb`; otherwise streamed (sharded across workers by file)."""
     val = input_dataset(
         fn_args.eval_files,
-        fn_args.data_accessor,
         tf_transform_output,
         VAL_BATCH,
         shuffle=False,
@@ -178,14 +186,11 @@ def training_inputs(
     val = distribute.shard_by_files(val, fn_args.eval_files, strategy)
     if config.single_device:
         budget = int(config.train_in_memory_mb * 2**20)
-        arrays = load_in_memory(
-            fn_args.train_files, fn_args.data_accessor, tf_transform_output, budget
-        )
+        arrays = load_in_memory(fn_args.train_files, tf_transform_output, budget)
         if arrays is not None:
             return TrainingInputs(source="memory", val=val, arrays=arrays)
     train = input_dataset(
         fn_args.train_files,
-        fn_args.data_accessor,
         tf_transform_output,
         config.batch_size,
         shuffle=True,

@@ -123,3 +123,44 @@ def test_fine_tuning_starts_from_the_base_models_weights(artifacts, tmp_path):
         strict=True,
     ):
         np.testing.assert_array_equal(x, y)
+
+
+def test_the_stream_reads_every_record_once_an_epoch_in_a_seeded_order(artifacts):
+    import tensorflow_transform as tft
+
+    examples = artifacts["examples"]
+    files = [os.path.join(examples.uri, "Split-train", "*")]
+    output = tft.TFTransformOutput(str(artifacts["root"] / "transform"))
+
+    def epochs(seed):
+        dataset = training.input_dataset(files, output, 64, shuffle=True, seed=seed)
+        return [np.concatenate([u for (u, _), _ in dataset.as_numpy_iterator()]) for _ in "ab"]
+
+    (plain, _), _ = training.load_in_memory(files, output, 1 << 30)
+    first, second = epochs(3)
+    assert len(first) == len(second) == len(plain) == 1200
+    by_rows = lambda a: np.unique(a.round(5), axis=0)  # noqa: E731
+    np.testing.assert_array_equal(by_rows(first), by_rows(plain))  # every record, once
+    np.testing.assert_array_equal(by_rows(second), by_rows(plain))
+    assert not np.array_equal(first, second)  # a new order each epoch
+    again = epochs(3)
+    np.testing.assert_array_equal(again[0], first)  # the same seed, the same orders
+    np.testing.assert_array_equal(again[1], second)
+    assert not np.array_equal(epochs(4)[0], first)
+
+
+def test_gzipped_records_are_read_and_a_mixed_split_is_refused(artifacts, tmp_path):
+    examples = artifacts["examples"]
+    plain = [os.path.join(examples.uri, "Split-train", "*")]
+    records = list(training.record_dataset(plain).as_numpy_iterator())
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    with tf.io.TFRecordWriter(str(tmp_path / "data-00000.gz"), options) as writer:
+        for record in records:
+            writer.write(record)
+    gzipped = list(training.record_dataset([str(tmp_path / "*.gz")]).as_numpy_iterator())
+    assert gzipped == records
+    (tmp_path / "data-00001.tfrecord").write_bytes(b"")
+    with pytest.raises(ValueError, match="gzipped and plain"):
+        training.record_dataset([str(tmp_path / "*")])
+    with pytest.raises(ValueError, match="no Examples files match"):
+        training.record_dataset([str(tmp_path / "nothing-*")])

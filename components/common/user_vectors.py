@@ -73,6 +73,9 @@ class UserVectorRecipe:
         return f"mean of {window}{decay}"
 
 
+DIGEST_ROWS = 65536
+
+
 def vectors_sha256(ids: Sequence[str], vectors: np.ndarray) -> str:
     """The content of pretrained item vectors, whatever their file, path or row order: sha256
     over (id, float32 vector) sorted by id. The same vectors read from a copy of the catalogue
@@ -81,10 +84,11 @@ def vectors_sha256(ids: Sequence[str], vectors: np.ndarray) -> str:
     if len(ids) != len(vectors):
         raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
     order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
-    vectors = np.ascontiguousarray(np.asarray(vectors, np.float32)[order])
     digest = hashlib.sha256(f"{vectors.shape[1] if vectors.ndim == 2 else 0}\n".encode())
     digest.update("\n".join(ids[i] for i in order).encode())
-    digest.update(vectors.tobytes())
+    for start in range(0, len(order), DIGEST_ROWS):  # a block at a time: no sorted copy
+        rows = order[start : start + DIGEST_ROWS]
+        digest.update(np.ascontiguousarray(vectors[rows], np.float32).tobytes())
     return digest.hexdigest()
 
 

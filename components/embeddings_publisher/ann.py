@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from components.common.errors import ArtifactError
 from components.common.names import ANN_DIR, ANN_ITEM_VECTORS, MANIFEST_FILE
-from components.common.paths import join, read_bytes, split_patterns
+from components.common.paths import join, open_binary, read_bytes, split_patterns
 from components.common.publish import staged_dir
 
 ITEM_VECTORS_FILE = ANN_ITEM_VECTORS
@@ -31,6 +31,7 @@ PUBLISH_FORMAT = "finetower.ann_index/1"
 RECALL_K = 100
 RECALL_QUERIES = 200
 RECALL_HISTORY = 5  # sample queries: the user tower over the mean of this many random items
+LINE_COUNT_BLOCK = 8 << 20
 
 
 def ann_uri(output_dir: str, version: int) -> str:
@@ -87,29 +88,34 @@ def _string_array(ids: np.ndarray) -> pa.Array:
     return pa.array([str(i) for i in ids], pa.string())
 
 
-def _stacked(chunks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """The chunks' (ids, vectors) in one pair of arrays, each chunk released once copied, so
-    the peak is the result and one chunk, not twice the catalogue."""
-    count = sum(len(vectors) for _, vectors in chunks)
-    ids = np.concatenate([chunk_ids for chunk_ids, _ in chunks])
-    vectors = np.empty((count, chunks[0][1].shape[1]), np.float32)
-    start = 0
-    for k in range(len(chunks)):
-        part = chunks[k][1]
-        vectors[start : start + len(part)] = part
-        start += len(part)
-        chunks[k] = None  # type: ignore[call-overload]
-    return ids, vectors
+def _count_lines(path: str) -> int:
+    """Lines of a text file (a last line without a newline counts), read in blocks."""
+    lines, last = 0, b"\n"
+    with open_binary(path) as f:
+        while block := f.read(LINE_COUNT_BLOCK):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
 
 
 def catalogue_vectors(path: str, item_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of an item catalogue (CSV or word2vec text)."""
-    from components.item_embeddings.catalogue import iter_catalogue
+    """(ids, vectors) of an item catalogue (CSV or word2vec text), each id once (its first
+    line, as ItemEmbeddings embedded it). The lines are counted first and the chunks copied
+    into arrays of that size as they are parsed: at a million items, holding the chunks and
+    stacking them left 1.6 GB resident instead of 0.5."""
+    from components.item_embeddings.catalogue import iter_distinct_catalogue
 
-    chunks = list(iter_catalogue(path, item_dim))
-    if not chunks:
+    capacity = _count_lines(path)
+    ids = np.empty(capacity, dtype=object)
+    vectors = np.empty((capacity, item_dim), np.float32)
+    count = 0
+    for chunk_ids, chunk_vectors in iter_distinct_catalogue(path, item_dim):
+        ids[count : count + len(chunk_ids)] = chunk_ids
+        vectors[count : count + len(chunk_ids)] = chunk_vectors
+        count += len(chunk_ids)
+    if not count:
         raise ArtifactError(f"item catalogue {path} is empty")
-    return _stacked(chunks)
+    return ids[:count], vectors[:count]
 
 
 def example_item_vectors(patterns: list[str], item_dim: int) -> tuple[np.ndarray, np.ndarray]:

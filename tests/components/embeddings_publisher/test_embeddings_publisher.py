@@ -361,3 +361,15 @@ def test_the_version_records_its_user_vector_recipe_by_content(run_copy, pushed_
     assert other[publishing.RECIPE_KEY]["item_vectors_sha256"] != recipe["item_vectors_sha256"]
     assert other[publishing.RECIPE_KEY]["last_n"] is None
     assert other[publishing.RECIPE_KEY]["half_life"] == 2.0
+
+
+def test_catalogue_vectors_keep_each_ids_first_line_as_itemembeddings_does(tmp_path):
+    from components.embeddings_publisher.ann import catalogue_vectors
+
+    (tmp_path / "items.csv").write_text("a,1,2\nb,3,4\na,5,6\nc,7,8")  # no last newline
+    ids, vectors = catalogue_vectors(str(tmp_path / "items.csv"), 2)
+    assert ids.tolist() == [b"a", b"b", b"c"]
+    np.testing.assert_array_equal(vectors, [[1, 2], [3, 4], [7, 8]])
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty.csv: not a catalogue of 2-d vectors"):
+        catalogue_vectors(str(tmp_path / "empty.csv"), 2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ import tensorflow as tf
 
 from components.common.errors import ArtifactError
 from components.common.names import ANN_DIR, ANN_ITEM_VECTORS, MANIFEST_FILE
-from components.common.paths import join, open_binary, read_bytes, split_patterns
+from components.common.paths import is_remote, join, open_binary, read_bytes, split_patterns
 from components.common.publish import staged_dir
 
 ITEM_VECTORS_FILE = ANN_ITEM_VECTORS
@@ -206,11 +207,13 @@ def build_ann_index(
     embeddings: np.ndarray,
     backend: str,
     queries: np.ndarray,
-    item_vectors: np.ndarray | None,
+    item_vectors: np.ndarray | str | None,
     extra: dict[str, Any],
     params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build, measure and save the ANN index at `final`, published complete; its manifest."""
+    """Build, measure and save the ANN index at `final`, published complete; its manifest.
+    `item_vectors`: the items' pretrained vectors to save beside it (index row order), or the
+    path of a local `.npy` file holding them (moved in), or None."""
     from serving.index import make_index, read_manifest
 
     index = make_index(backend, **(params or {})).build(embeddings, ids)
@@ -225,7 +228,9 @@ def build_ann_index(
     }
     with staged_dir(str(final), last=MANIFEST_FILE) as staging:
         index.save(staging, manifest_extra=extra)
-        if item_vectors is not None:
+        if isinstance(item_vectors, str):  # saved before the index was built: moved in
+            shutil.move(item_vectors, staging / ITEM_VECTORS_FILE)
+        elif item_vectors is not None:
             np.save(staging / ITEM_VECTORS_FILE, np.ascontiguousarray(item_vectors, np.float32))
         manifest = read_manifest(staging)
     return manifest
@@ -244,4 +249,7 @@ def read_index_item_vectors(folder: str, manifest: dict[str, Any]) -> np.ndarray
     name = manifest.get("item_vectors")
     if not name:
         return None
-    return np.load(io.BytesIO(read_bytes(join(folder, name))), allow_pickle=False)
+    path = join(folder, name)
+    if not is_remote(path):  # mapped, not read: pages are loaded as they are used
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)

@@ -8,6 +8,8 @@ once. In Redis a pushed version `v` is the store fingerprint `v<v>` (store versi
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from components.common.paths import copy_tree, is_remote
 from components.common.publish import publish_tree
 from components.common.user_vectors import UserVectorRecipe, vectors_sha256
 from components.embeddings_publisher.ann import (
+    ITEM_VECTORS_FILE,
     RECALL_QUERIES,
     PretrainedSource,
     UserTower,
@@ -184,34 +187,42 @@ def index_version(
     params: dict[str, Any],
     seed: int,
     recipe: UserVectorRecipe,
-) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Build the version's index at `index_dir`: (its manifest, the items' pretrained vectors).
-    The manifest records `recipe` completed with the vectors' size and content digest."""
+) -> dict[str, Any]:
+    """Build the version's index at `index_dir` and return its manifest; the items' pretrained
+    vectors are saved beside it (written out before the index is built, so the two are not
+    in memory together). The manifest records `recipe` completed with the vectors' size and
+    content digest."""
     tower = UserTower(towers.user_tower_uri)
     item_vectors, vectors_source = pretrained_item_vectors(ids, pretrained)
     recipe = recipe_of_version(recipe, ids, item_vectors, tower.user_dim)
     queries, how = sample_queries(tower, item_vectors, RECALL_QUERIES, seed)
-    ann = build_ann_index(
-        index_dir,
-        ids,
-        embeddings,
-        backend,
-        queries,
-        item_vectors,
-        params=params,
-        extra={
-            "version": towers.version,
-            "output_bias": tower.bias,
-            "user_dim": tower.user_dim,
-            "user_tower": tower.path,
-            "item_tower": towers.item_tower_uri,
-            "item_embeddings": embeddings_dir,
-            "pretrained_items": vectors_source,
-            "recall_query_source": how,
-            "recall_seed": seed,
-            RECIPE_KEY: recipe.to_dict(),
-        },
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        vectors_file = None
+        if item_vectors is not None:  # to disk before the index is built: not held beside it
+            vectors_file = os.path.join(scratch, ITEM_VECTORS_FILE)
+            np.save(vectors_file, np.ascontiguousarray(item_vectors, np.float32))
+            del item_vectors  # 0.5 GB at a million 128-d items
+        ann = build_ann_index(
+            index_dir,
+            ids,
+            embeddings,
+            backend,
+            queries,
+            vectors_file,
+            params=params,
+            extra={
+                "version": towers.version,
+                "output_bias": tower.bias,
+                "user_dim": tower.user_dim,
+                "user_tower": tower.path,
+                "item_tower": towers.item_tower_uri,
+                "item_embeddings": embeddings_dir,
+                "pretrained_items": vectors_source,
+                "recall_query_source": how,
+                "recall_seed": seed,
+                RECIPE_KEY: recipe.to_dict(),
+            },
+        )
     logging.info(
         "version %d: %s index of %d items, recall@%d %.4f",
         towers.version,
@@ -220,7 +231,7 @@ def index_version(
         ann["recall_k"],
         ann["ann_recall"],
     )
-    return ann, item_vectors
+    return ann
 
 
 def recipe_of_version(
@@ -267,12 +278,11 @@ def publish_version(
     ids, embeddings, _ = read_item_embeddings(embeddings_dir)
     final = ann_uri(output_dir, towers.version)
     ann = existing_index(final, towers.version, len(ids))
-    item_vectors = None
     if ann is not None:
         logging.info("version %d already indexed at %s", towers.version, final)
         copy_tree(final, index_dir)
     else:
-        ann, item_vectors = index_version(
+        ann = index_version(
             index_dir,
             ids,
             embeddings,
@@ -287,8 +297,7 @@ def publish_version(
         publish_tree(index_dir, final, last=MANIFEST_FILE)
     store = None
     if redis_url:
-        if item_vectors is None:
-            item_vectors = read_index_item_vectors(final, ann)
+        item_vectors = read_index_item_vectors(final, ann)  # as published, mapped when local
         store = publish_once(
             redis_url,
             towers.version,

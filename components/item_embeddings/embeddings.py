@@ -23,7 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from components.common.embeddings_table import COLUMNS, EMBEDDINGS_SCHEMA, ids_and_embeddings
+from components.common.embeddings_table import (
+    COLUMNS,
+    EMBEDDINGS_SCHEMA,
+    read_ids_and_embeddings,
+)
 from components.common.errors import ArtifactError
 from components.common.names import EMBEDDINGS_FILE, MANIFEST_FILE
 from components.common.paths import is_remote, join, open_binary, parent, read_bytes, write_bytes
@@ -162,6 +166,6 @@ def read_item_embeddings(folder: str) -> tuple[list[str], np.ndarray, dict[str, 
         if not tf.io.gfile.exists(join(folder, file_name)):
             raise ArtifactError(f"{folder} holds no {file_name}: not an item embeddings folder")
     path = join(folder, EMBEDDINGS_FILE)
-    table = pq.read_table(io.BytesIO(read_bytes(path)), columns=COLUMNS)
-    ids, embeddings = ids_and_embeddings(table, path)
+    source = io.BytesIO(read_bytes(path)) if is_remote(path) else path
+    ids, embeddings = read_ids_and_embeddings(source, path)
     return ids, embeddings, read_manifest(folder)

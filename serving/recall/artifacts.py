@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from components.common.embeddings_table import COLUMNS, ids_and_embeddings
+from components.common.embeddings_table import read_ids_and_embeddings
 from components.common.errors import ArtifactError
 from components.common.names import (
     ANN_DIR,
@@ -66,7 +65,7 @@ def read_item_embeddings(folder: str | Path) -> tuple[list[str], np.ndarray, dic
     for name in (EMBEDDINGS_FILE, MANIFEST_FILE):
         if not (folder / name).exists():
             raise ArtifactError(f"{folder} holds no {name}: not an item embeddings folder")
-    table = pq.read_table(folder / EMBEDDINGS_FILE, columns=COLUMNS)
-    ids, embeddings = ids_and_embeddings(table, str(folder / EMBEDDINGS_FILE))
+    path = str(folder / EMBEDDINGS_FILE)
+    ids, embeddings = read_ids_and_embeddings(path, path)
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     return ids, embeddings, manifest

@@ -19,22 +19,31 @@ from serving.index.base import ItemIndex, register
 INDEX_FILE = "index.faiss"
 
 
+ADD_ROWS = 65536  # items transformed and added to an IVF index at a time
+
+
 def _read(directory: Path) -> faiss.Index:
     return faiss.read_index(str(directory / INDEX_FILE))
 
 
-def mips_to_l2(vectors: np.ndarray, width: int) -> np.ndarray:
+def squared_norms(vectors: np.ndarray) -> np.ndarray:
+    return np.einsum("nd,nd->n", vectors, vectors)
+
+
+def mips_to_l2(vectors: np.ndarray, width: int, max_squared: float | None = None) -> np.ndarray:
     """Items for an L2 index that ranks like the inner product (the MIPS-to-L2 reduction).
 
     Each item gets a coordinate `sqrt(max|v|² - |v|²)` (then zeros up to `width`), so all
     items have the same norm and `|q - v|² = |q|² + max|v|² - 2 q·v` for a query padded with
-    zeros: the nearest item is the one with the largest inner product.
+    zeros: the nearest item is the one with the largest inner product. `max_squared`: the
+    max |v|² over all items when `vectors` is a part of them.
     """
     n, dim = vectors.shape
-    squared = np.einsum("nd,nd->n", vectors, vectors)
+    squared = squared_norms(vectors)
+    top = squared.max() if max_squared is None else max_squared
     transformed = np.zeros((n, width), np.float32)
     transformed[:, :dim] = vectors
-    transformed[:, dim] = np.sqrt(np.maximum(squared.max() - squared, 0.0))
+    transformed[:, dim] = np.sqrt(np.maximum(top - squared, 0.0))
     return transformed
 
 
@@ -218,13 +227,17 @@ class IVFIndex(ItemIndex):
     def _build(self, vectors: np.ndarray) -> None:
         n, dim = vectors.shape
         self.nlist = self.nlist or default_nlist(n)
-        transformed = mips_to_l2(vectors, width=-(-(dim + 1) // 8) * 8)
+        width = -(-(dim + 1) // 8) * 8
+        transformed = mips_to_l2(vectors, width)
         self._index = faiss.index_factory(
             transformed.shape[1], f"IVF{self.nlist},SQfp16,RFlat", faiss.METRIC_L2
         )
         # faiss subsamples at most 256 points per list for k-means, with a fixed seed
         self._index.train(transformed)
-        self._index.add(transformed)
+        del transformed  # added a part at a time: not held beside the growing lists
+        top = float(squared_norms(vectors).max())
+        for start in range(0, n, ADD_ROWS):
+            self._index.add(mips_to_l2(vectors[start : start + ADD_ROWS], width, top))
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # the float16 lists shortlist, the float32 copy re-scores (one pass, done here)

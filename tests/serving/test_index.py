@@ -147,3 +147,15 @@ def test_an_index_saved_with_other_parameters_is_refused_clearly(tmp_path):
     (tmp_path / "index" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="rebuild the index"):
         load_index(tmp_path / "index")
+
+
+def test_ivf_items_added_a_part_at_a_time_give_the_same_index(monkeypatch):
+    from serving.index import faiss_backends
+
+    queries = np.random.default_rng(5).normal(size=(20, ITEMS.shape[1])).astype(np.float32)
+    whole = make_index("ivf").build(ITEMS)
+    monkeypatch.setattr(faiss_backends, "ADD_ROWS", 333)  # parts that do not divide the items
+    parts = make_index("ivf").build(ITEMS)
+    for got, expected in zip(parts.search(queries, 50), whole.search(queries, 50), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(parts.vectors(), whole.vectors())

@@ -29,6 +29,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.common.artifacts import ItemEmbeddingsArtifact, PublishedEmbeddingsArtifact
+from components.common.memory import release_freed_memory
 from components.common.names import ANN_DIR, MANIFEST_FILE
 from components.common.paths import absolute, input_fingerprint, join, write_bytes
 from components.common.user_vectors import DEFAULT_LAST_N, UserVectorRecipe
@@ -72,6 +73,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list],
         exec_properties: dict[str, Any],
     ) -> None:
+        release_freed_memory()  # what earlier components in this process freed
         embedded = artifact_utils.get_single_instance(input_dict["item_embeddings"])
         out = artifact_utils.get_single_instance(output_dict["published"])
         backend = publishing.check_backend(exec_properties.get("ann_backend") or DEFAULT_BACKEND)

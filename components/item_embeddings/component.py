@@ -32,6 +32,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.common.artifacts import ItemCatalogue, ItemEmbeddingsArtifact
+from components.common.memory import release_freed_memory
 from components.common.names import (
     CATALOGUE_TEXT,
     EMBEDDINGS_FILE,
@@ -92,6 +93,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         output_dict: dict[str, list],
         exec_properties: dict[str, Any],
     ) -> None:
+        release_freed_memory()  # what earlier components in this process freed
         towers = pushed_towers(artifact_utils.get_single_instance(input_dict["pushed_model"]))
         out = artifact_utils.get_single_instance(output_dict["item_embeddings"])
         record_towers(out, towers)

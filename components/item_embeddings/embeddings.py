@@ -30,7 +30,7 @@ from components.common.embeddings_table import (
 )
 from components.common.errors import ArtifactError
 from components.common.names import EMBEDDINGS_FILE, MANIFEST_FILE
-from components.common.paths import is_remote, join, open_binary, parent, read_bytes, write_bytes
+from components.common.paths import is_remote, join, parent, read_bytes, write_bytes
 from components.pusher.pushed import PushedTowers
 
 EXAMPLES_SOURCE = "distinct item vectors of the Examples"
@@ -97,14 +97,18 @@ def join_shards(shards: list[str], path: str) -> int:
     """Parquet files written a bundle each (Beam's `num_shards=0`) as the one file `path`:
     row groups copied one at a time, in the shards' name order, then the shards removed.
     Returns the row count. (A fixed `num_shards=1` makes Beam group every table in memory
-    first: 1.1 GB at a million items.) A remote `path` is written locally, then copied."""
+    first: 1.1 GB at a million items.) Remote shards are read, and a remote `path` written,
+    through a local copy."""
     with tempfile.TemporaryDirectory() as scratch:
         local = os.path.join(scratch, EMBEDDINGS_FILE) if is_remote(path) else path
         rows = 0
         with pq.ParquetWriter(local, EMBEDDINGS_SCHEMA) as writer:
             for shard in sorted(shards):
-                with open_binary(shard) as source:
-                    parquet = pq.ParquetFile(source)
+                readable = shard
+                if is_remote(shard):  # Parquet seeks: a remote shard is copied down first
+                    readable = os.path.join(scratch, "shard.parquet")
+                    tf.io.gfile.copy(shard, readable, overwrite=True)
+                with pq.ParquetFile(readable) as parquet:
                     for group in range(parquet.num_row_groups):
                         table = parquet.read_row_group(group, columns=COLUMNS)
                         writer.write_table(table)

@@ -145,3 +145,23 @@ def test_split_patterns_name_every_split():
         "gs://b/examples/3/Split-train/*",
         "gs://b/examples/3/Split-eval/*",
     ]
+
+
+def test_embedding_shards_on_a_uri_are_joined_into_one_file_there(bucket):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.item_embeddings.embeddings import embeddings_table, join_shards
+
+    shards, vectors = [], np.arange(24, dtype=np.float32).reshape(6, 4)
+    for k in range(2):
+        sink = pa.BufferOutputStream()
+        pq.write_table(embeddings_table([f"i{k}{j}" for j in range(3)], vectors[3 * k :][:3]), sink)
+        shards.append(f"{bucket}/out/_shards/embeddings-{k:05d}-of-00002.parquet")
+        write(shards[-1], sink.getvalue().to_pybytes())
+    assert join_shards(shards, f"{bucket}/out/embeddings.parquet") == 6
+    assert not tf.io.gfile.exists(f"{bucket}/out/_shards")
+    write(f"{bucket}/out/manifest.json", b"{}")
+    ids, embeddings, _ = read_item_embeddings(f"{bucket}/out")
+    assert ids == ["i00", "i01", "i02", "i10", "i11", "i12"]
+    np.testing.assert_array_equal(embeddings, vectors)

@@ -117,8 +117,8 @@ def join_shards(shards: list[str], path: str) -> int:
             tf.io.gfile.copy(local, path, overwrite=True)
     for shard in shards:
         tf.io.gfile.remove(shard)
-    for folder in {parent(shard) for shard in shards}:
-        if not tf.io.gfile.listdir(folder):
+    for folder in {parent(shard) for shard in shards}:  # an object store has no folder left
+        if tf.io.gfile.exists(folder) and not tf.io.gfile.listdir(folder):
             tf.io.gfile.rmtree(folder)
     return rows
 

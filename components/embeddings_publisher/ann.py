@@ -102,8 +102,9 @@ def _count_lines(path: str) -> int:
 def catalogue_vectors(path: str, item_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of an item catalogue (CSV or word2vec text), each id once (its first
     line, as ItemEmbeddings embedded it). The lines are counted first and the chunks copied
-    into arrays of that size as they are parsed: at a million items, holding the chunks and
-    stacking them left 1.6 GB resident instead of 0.5."""
+    into arrays of that size as they are parsed: at a million 128-d items in the publisher's
+    process, holding the chunks and stacking them left 1.49 GB more resident, this 1.16 GB
+    (0.51 GB of it the vectors)."""
     from components.item_embeddings.catalogue import iter_distinct_catalogue
 
     capacity = _count_lines(path)

@@ -60,7 +60,7 @@ def iter_catalogue(path: str, item_dim: int) -> Iterator[tuple[np.ndarray, np.nd
 def iter_distinct_catalogue(path: str, item_dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`iter_catalogue`'s chunks with each id once: its first line wins (as a lookup by id in
     the catalogue finds it), and the lines dropped are counted in a warning. Streams: only the
-    ids seen are kept (~70 MB at a million)."""
+    set of ids seen is kept."""
     seen: set[bytes] = set()
     repeated = 0
     for ids, vectors in iter_catalogue(path, item_dim):

@@ -11,7 +11,6 @@ Paths may be local or URIs (`tf.io.gfile`).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from components.common.embeddings_table import (
 )
 from components.common.errors import ArtifactError
 from components.common.names import EMBEDDINGS_FILE, MANIFEST_FILE
-from components.common.paths import is_remote, join, parent, read_bytes, write_bytes
+from components.common.paths import is_remote, join, local_copy, parent, read_bytes, write_bytes
 from components.pusher.pushed import PushedTowers
 
 EXAMPLES_SOURCE = "distinct item vectors of the Examples"
@@ -104,11 +103,8 @@ def join_shards(shards: list[str], path: str) -> int:
         rows = 0
         with pq.ParquetWriter(local, EMBEDDINGS_SCHEMA) as writer:
             for shard in sorted(shards):
-                readable = shard
-                if is_remote(shard):  # Parquet seeks: a remote shard is copied down first
-                    readable = os.path.join(scratch, "shard.parquet")
-                    tf.io.gfile.copy(shard, readable, overwrite=True)
-                with pq.ParquetFile(readable) as parquet:
+                # Parquet seeks: a remote shard is read from a local copy
+                with local_copy(shard) as readable, pq.ParquetFile(readable) as parquet:
                     for group in range(parquet.num_row_groups):
                         table = parquet.read_row_group(group, columns=COLUMNS)
                         writer.write_table(table)
@@ -170,6 +166,6 @@ def read_item_embeddings(folder: str) -> tuple[list[str], np.ndarray, dict[str, 
         if not tf.io.gfile.exists(join(folder, file_name)):
             raise ArtifactError(f"{folder} holds no {file_name}: not an item embeddings folder")
     path = join(folder, EMBEDDINGS_FILE)
-    source = io.BytesIO(read_bytes(path)) if is_remote(path) else path
-    ids, embeddings = read_ids_and_embeddings(source, path)
+    with local_copy(path) as local:  # a remote file is read from disk too, not from memory
+        ids, embeddings = read_ids_and_embeddings(str(local), path)
     return ids, embeddings, read_manifest(folder)

@@ -261,3 +261,18 @@ def test_a_catalogue_is_known_by_content_and_new_items_go_to_the_next_version(
     assert nxt.get_int_custom_property("count") == 25 == table.num_rows
     assert {f"item-{i}" for i in range(20, 25)} <= set(table.column("item_id").to_pylist())
     assert nxt.get_string_custom_property("catalogue_sha256") != manifest["catalogue_sha256"]
+
+
+def test_an_id_repeated_in_a_later_chunk_keeps_its_first_line(tmp_path, monkeypatch, caplog):
+    from components.item_embeddings import catalogue
+
+    monkeypatch.setattr(catalogue, "BLOCK_BYTES", 16)  # about a line a chunk
+    (tmp_path / "items.csv").write_text("a,1,2\nb,3,4\na,5,6\nc,7,8\nb,9,9\n")
+    path = str(tmp_path / "items.csv")
+    assert len(list(catalogue.iter_catalogue(path, 2))) >= 2  # the repeats in a later chunk
+    chunks = list(catalogue.iter_distinct_catalogue(path, 2))
+    ids = [i for chunk_ids, _ in chunks for i in chunk_ids.tolist()]
+    vectors = np.concatenate([v for _, v in chunks])
+    assert ids == [b"a", b"b", b"c"]
+    np.testing.assert_array_equal(vectors, [[1, 2], [3, 4], [7, 8]])
+    assert "2 line(s) repeat" in caplog.text

@@ -10,6 +10,7 @@ import threading
 
 import grpc
 import httpx
+import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2, model_service_pb2_grpc
 
 from components.serving_config.component import serve_version
@@ -19,6 +20,17 @@ from tests.serving.test_recall_service import wait_for
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
 SCALES = {2: -1.0, 3: 2.0}  # item embeddings of versions 2 and 3: version 1's times these
+
+
+@pytest.fixture(scope="module")
+def service_timeout_s() -> float:
+    """This world's --timeout_s. Eight clients, the publisher and an infra-validation model
+    server share two cores here: the fault tests' 0.5 s deadline once ran out in CI while a
+    request waited its turn (a 503 before the tower was called; with two busy loops beside
+    it the slowest of 9,619 requests took 0.47 s). This test asks whether a switch ever
+    leaves a request unanswered, so a request fails only if the service stalls for several
+    times its default second."""
+    return 5.0
 
 
 def user_tower_versions(target: str) -> list[int]:

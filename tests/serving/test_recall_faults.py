@@ -31,7 +31,13 @@ USER = {"user_vector": [0.05] * 128, "n": 5}
 
 
 @pytest.fixture(scope="module")
-def world(pushed_run, tmp_path_factory):
+def service_timeout_s() -> float:
+    """The recall service's --timeout_s in this module's world (a module may set its own)."""
+    return TIMEOUT_S
+
+
+@pytest.fixture(scope="module")
+def world(pushed_run, tmp_path_factory, service_timeout_s):
     if redis_server_path() is None:
         pytest.skip("redis-server is not on PATH")
     root = tmp_path_factory.mktemp("faults")
@@ -60,7 +66,7 @@ def world(pushed_run, tmp_path_factory):
                 "--port",
                 str(port),
                 "--timeout_s",
-                str(TIMEOUT_S),
+                str(service_timeout_s),
                 "--poll_s",
                 "0.2",
                 "--max_in_flight",

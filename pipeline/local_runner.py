@@ -89,6 +89,9 @@ def parse_flags(argv: list[str] | None = None) -> tuple[configs.PipelineConfig, 
         "FINETOWER_BEAM_<OPTION>, e.g. FINETOWER_BEAM_WORKERS",
     )
     parser.add_argument("--train_in_memory_mb", type=int, help="train from memory up to this")
+    parser.add_argument(
+        "--steps_per_execution", type=int, help="batches per call into TensorFlow (one device)"
+    )
     parser.add_argument("--distribution", choices=["one_device", "mirrored", "multi_worker"])
     parser.add_argument("--redis_url", help="publish item embeddings to this Redis")
     parser.add_argument("--ann_backend", choices=["flat", "hnsw", "ivf", "annoy"])

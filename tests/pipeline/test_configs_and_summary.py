@@ -26,6 +26,7 @@ def test_defaults_are_the_recipe():
         "normalize": "zscore",
         "distribution": "one_device",
         "train_in_memory_mb": 256,
+        "steps_per_execution": 64,
     }
 
 
@@ -41,6 +42,8 @@ def test_trainer_config_goes_into_custom_config_and_comes_back_typed():
     assert not configs.TrainerConfig.from_custom_config(trainer.to_custom_config()).single_device
     with pytest.raises(configs.ConfigError, match="unknown custom_config field.* batchsize"):
         configs.TrainerConfig.from_custom_config({"batchsize": 64})
+    with pytest.raises(configs.ConfigError, match="steps_per_execution must be >= 1, got 0"):
+        configs.TrainerConfig.from_custom_config({"steps_per_execution": 0})
     assert configs.TransformConfig.from_custom_config(None).normalize == "zscore"
     assert config.transform_config().to_custom_config() == {"normalize": "zscore"}
     # one default, in one place: the pipeline's knobs start from the Trainer's

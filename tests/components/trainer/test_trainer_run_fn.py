@@ -164,3 +164,32 @@ def test_gzipped_records_are_read_and_a_mixed_split_is_refused(artifacts, tmp_pa
         training.record_dataset([str(tmp_path / "*")])
     with pytest.raises(ValueError, match="no Examples files match"):
         training.record_dataset([str(tmp_path / "nothing-*")])
+
+
+@pytest.mark.parametrize("train_input, budget_mb", [("memory", 512), ("stream", 0)])
+def test_several_batches_a_call_train_the_same_model(artifacts, tmp_path, train_input, budget_mb):
+    # 7 does not divide the 19 batches of an epoch: the last call of each epoch is cut short
+    for name, steps in (("one", 1), ("seven", 7)):
+        config = dict(train_in_memory_mb=budget_mb, steps_per_execution=steps)
+        training.run_fn(fn_args(artifacts, tmp_path / name, **config))
+    one, seven = (dense_weights(tmp_path / name / "model") for name in ("one", "seven"))
+    for x, y in zip(one, seven, strict=True):
+        np.testing.assert_array_equal(x, y)
+    info = json.loads((tmp_path / "seven" / "model" / training.MODEL_INFO).read_text())
+    assert info["steps_per_execution"] == 7 and info["train_input"] == train_input
+    assert info["training_epoch_steps"] == [-(-1200 // 64)] * 2
+    history = json.loads((tmp_path / "one" / "model" / training.MODEL_INFO).read_text())["history"]
+    assert info["history"] == history
+
+
+def test_a_split_is_counted_and_a_wrong_count_fails_the_pass(artifacts):
+    import tensorflow_transform as tft
+
+    files = [os.path.join(artifacts["examples"].uri, "Split-train", "*")]
+    assert training.count_records(files) == 1200
+    output = tft.TFTransformOutput(str(artifacts["root"] / "transform"))
+    dataset = training.input_dataset(files, output, 64, shuffle=False, seed=0)
+    told = training.with_known_length(dataset, 1200, 64)
+    assert told.cardinality().numpy() == 19 and sum(1 for _ in told) == 19
+    with pytest.raises(tf.errors.FailedPreconditionError, match="expected to contain 21 elements"):
+        sum(1 for _ in training.with_known_length(dataset, 1300, 64))
